@@ -1,0 +1,266 @@
+"""The kernel interface: every numeric routine minigrad's ops and optimizers call.
+
+A backend works on NumPy arrays only; nothing here knows about Tensors or the
+graph. Two backends implement it:
+
+- ``NumpyBackend`` (numpy.py): the reference. Plain, competent NumPy. It is the
+  test oracle, the benchmark baseline and the fallback for anything C lacks.
+- ``CBackend`` (c.py): subclasses the reference and overrides the kernels that
+  exist in C, so a kernel not yet written in C simply falls back to NumPy.
+
+Conventions shared by all kernels:
+
+- Inputs are float32 or float64 arrays of one dtype; outputs have that dtype.
+- ``*_forward`` returns new arrays. ``*_backward`` takes the incoming gradient
+  first, then what the forward saved, and returns the input gradients.
+- Names ending in ``_`` update their first argument(s) in place and return None.
+- Reductions that return a Python float accumulate in float64.
+- NaN and Inf propagate; no kernel hides a non-finite value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+
+class TensorStats(NamedTuple):
+    """Summary of one array from a single pass (see ``Backend.tensor_stats``).
+
+    ``sum``, ``sumsq`` and ``max_abs`` are over the finite elements only; the
+    non-finite ones are counted in ``n_nan`` and ``n_inf`` instead.
+    """
+
+    count: int
+    sum: float
+    sumsq: float
+    max_abs: float
+    n_zero: int
+    n_above: int
+    n_nan: int
+    n_inf: int
+
+
+class Backend:
+    """Names and documents every kernel. Subclasses implement them."""
+
+    name = "abstract"
+
+    # -- matrix product ---------------------------------------------------
+    def gemm(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        *,
+        trans_a: bool = False,
+        trans_b: bool = False,
+        alpha: float = 1.0,
+        beta: float = 0.0,
+        out: np.ndarray | None = None,
+        bias: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``out = alpha * op(a) @ op(b) + beta * out (+ bias)``.
+
+        ``op(x)`` is ``x.T`` when ``trans_x`` is set; a and b are 2-D. When
+        ``out`` is None a new (M, N) array is returned and ``beta`` is ignored;
+        otherwise ``out`` is written and returned. ``bias`` (N,) is added to
+        every row after the scaling.
+        """
+        raise NotImplementedError
+
+    # -- elementwise activations ------------------------------------------
+    def relu_forward(self, x: np.ndarray) -> np.ndarray:
+        """``max(x, 0)``; NaN stays NaN."""
+        raise NotImplementedError
+
+    def relu_backward(self, gy: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``gy * (y > 0)`` from the forward's output y."""
+        raise NotImplementedError
+
+    def leaky_relu_forward(self, x: np.ndarray, negative_slope: float) -> np.ndarray:
+        """``x if x > 0 else negative_slope * x``."""
+        raise NotImplementedError
+
+    def leaky_relu_backward(self, gy: np.ndarray, x: np.ndarray, negative_slope: float) -> np.ndarray:
+        """``gy if x > 0 else negative_slope * gy`` from the forward's input x."""
+        raise NotImplementedError
+
+    def sigmoid_forward(self, x: np.ndarray) -> np.ndarray:
+        """``1 / (1 + exp(-x))``, exact 0 and 1 at -inf and +inf."""
+        raise NotImplementedError
+
+    def sigmoid_backward(self, gy: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``gy * y * (1 - y)`` from the forward's output y."""
+        raise NotImplementedError
+
+    def tanh_forward(self, x: np.ndarray) -> np.ndarray:
+        """``tanh(x)``."""
+        raise NotImplementedError
+
+    def tanh_backward(self, gy: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``gy * (1 - y*y)`` from the forward's output y."""
+        raise NotImplementedError
+
+    def gelu_forward(self, x: np.ndarray, approximate: str = "none") -> np.ndarray:
+        """GELU. ``"none"``: ``x * Phi(x)`` (Phi via erfc, accurate for x << 0).
+        ``"tanh"``: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
+        raise NotImplementedError
+
+    def gelu_backward(self, gy: np.ndarray, x: np.ndarray, approximate: str = "none") -> np.ndarray:
+        """Derivative of ``gelu_forward`` times gy, from the forward's input x."""
+        raise NotImplementedError
+
+    # -- normalization ------------------------------------------------------
+    def batch_norm_forward_train(
+        self,
+        x: np.ndarray,
+        weight: np.ndarray | None,
+        bias: np.ndarray | None,
+        eps: float,
+        running_mean: np.ndarray | None = None,
+        running_var: np.ndarray | None = None,
+        momentum: float = 0.1,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch norm over axis 0 of x (N, C) with batch statistics.
+
+        Returns ``(y, mean, invstd)``: mean (C,) and ``invstd = 1/sqrt(var + eps)``
+        (C,) with the biased variance. When running_mean/var are given they are
+        updated in place, PyTorch's way: ``r = (1 - momentum) r + momentum s``,
+        running_var taking the unbiased variance ``var * N / (N - 1)``.
+        """
+        raise NotImplementedError
+
+    def batch_norm_forward_eval(
+        self,
+        x: np.ndarray,
+        running_mean: np.ndarray,
+        running_var: np.ndarray,
+        weight: np.ndarray | None,
+        bias: np.ndarray | None,
+        eps: float,
+    ) -> np.ndarray:
+        """``(x - running_mean) / sqrt(running_var + eps) * weight + bias`` for x (N, C)."""
+        raise NotImplementedError
+
+    def batch_norm_backward(
+        self,
+        gy: np.ndarray,
+        x: np.ndarray,
+        mean: np.ndarray,
+        invstd: np.ndarray,
+        weight: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Gradients of the training forward: ``(gx, gweight, gbias)``.
+
+        gweight and gbias are None when weight is None (no affine).
+        """
+        raise NotImplementedError
+
+    def layer_norm_forward(
+        self,
+        x: np.ndarray,
+        weight: np.ndarray | None,
+        bias: np.ndarray | None,
+        eps: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Normalize each row of x (R, D); returns ``(y, mean, invstd)``, both (R,)."""
+        raise NotImplementedError
+
+    def layer_norm_backward(
+        self,
+        gy: np.ndarray,
+        x: np.ndarray,
+        mean: np.ndarray,
+        invstd: np.ndarray,
+        weight: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Gradients of ``layer_norm_forward``: ``(gx, gweight, gbias)``."""
+        raise NotImplementedError
+
+    # -- gradient clipping ----------------------------------------------------
+    def sum_squares(self, arrays: Sequence[np.ndarray]) -> float:
+        """Sum of x*x over every element of every array (the squared global norm)."""
+        raise NotImplementedError
+
+    def max_abs(self, arrays: Sequence[np.ndarray]) -> float:
+        """Largest |x| over every element of every array (the inf-norm); 0.0 if empty.
+        NaN if any element is NaN."""
+        raise NotImplementedError
+
+    def scale_(self, x: np.ndarray, factor: float) -> None:
+        """``x *= factor`` in place."""
+        raise NotImplementedError
+
+    def clamp_(self, x: np.ndarray, lo: float, hi: float) -> None:
+        """``x = min(max(x, lo), hi)`` in place; NaN stays NaN."""
+        raise NotImplementedError
+
+    def row_norms(self, x: np.ndarray) -> np.ndarray:
+        """L2 norm of each row of x (R, K), accumulated in float64, returned in x's dtype."""
+        raise NotImplementedError
+
+    def adaptive_clip_(self, grad: np.ndarray, param: np.ndarray, clipping: float, eps: float) -> None:
+        """Unit-wise adaptive gradient clipping (Brock et al. 2021, timm's rule), in place.
+
+        grad and param are (R, K): row i is one output unit. Where
+        ``||g_i|| > clipping * max(||w_i||, eps)`` the row is rescaled to that
+        length (``g_i *= max_norm / max(||g_i||, 1e-6)``); other rows are kept.
+        """
+        raise NotImplementedError
+
+    # -- optimizer updates ------------------------------------------------------
+    def sgd_step_(
+        self,
+        param: np.ndarray,
+        grad: np.ndarray,
+        momentum_buffer: np.ndarray | None,
+        *,
+        lr: float,
+        momentum: float,
+        dampening: float,
+        weight_decay: float,
+        nesterov: bool,
+        first_step: bool,
+    ) -> None:
+        """PyTorch's SGD on one parameter, in place (param and momentum_buffer).
+
+        ``d = grad + weight_decay * param``; with momentum,
+        ``buf = d`` on the first step else ``buf = momentum * buf + (1 - dampening) * d``,
+        then ``d = d + momentum * buf`` (Nesterov) or ``d = buf``; ``param -= lr * d``.
+        momentum_buffer is None when momentum is 0. grad is never written.
+        """
+        raise NotImplementedError
+
+    def adam_step_(
+        self,
+        param: np.ndarray,
+        grad: np.ndarray,
+        exp_avg: np.ndarray,
+        exp_avg_sq: np.ndarray,
+        *,
+        step: int,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: float,
+        decoupled: bool,
+    ) -> None:
+        """PyTorch's Adam (decoupled=False) or AdamW (decoupled=True), in place.
+
+        Adam adds ``weight_decay * param`` to the gradient; AdamW first does
+        ``param *= 1 - lr * weight_decay``. Then with step t (1-based):
+        ``m = beta1 m + (1 - beta1) g``, ``v = beta2 v + (1 - beta2) g^2``,
+        ``param -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)``.
+        grad is never written.
+        """
+        raise NotImplementedError
+
+    # -- statistics ---------------------------------------------------------------
+    def tensor_stats(self, x: np.ndarray, threshold: float = np.inf, center: float = 0.0) -> TensorStats:
+        """One-pass summary of x; ``n_above`` counts finite elements with
+        ``|x - center| > threshold`` (e.g. center 0.5, threshold 0.49 counts
+        saturated sigmoid outputs)."""
+        raise NotImplementedError
