@@ -1,0 +1,473 @@
+"""The autograd engine: Functions record a graph in forward; backward walks it.
+
+Every differentiable op is a ``Function`` with a static ``forward(ctx, ...)``
+and ``backward(ctx, *grads)``. Both work on the NumPy arrays under the tensors:
+``apply`` unwraps Tensor arguments into arrays, calls ``forward``, and wraps
+the result in Tensors. The ``ctx`` it passes is a ``Context``; when any input
+needs a gradient, that same Context becomes the output's ``grad_fn``: the node
+of the graph. A node knows only its Function, what forward saved, and for each
+input an edge to where that input's gradient goes (another node, or a leaf
+tensor whose ``.grad`` accumulates it). Nodes never hold their outputs, so the
+graph is freed as soon as the last tensor referring to it is.
+
+``backward`` orders the nodes with an explicit stack and a dependency count
+(Kahn's algorithm), so a graph of any depth works without recursion. A
+gradient that broadcasting made larger than its input is summed back to the
+input's shape in exactly one place: ``_sum_to_shape``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import traceback
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Context",
+    "Function",
+    "GradcheckError",
+    "detect_anomaly",
+    "enable_grad",
+    "gradcheck",
+    "is_anomaly_enabled",
+    "is_grad_enabled",
+    "no_grad",
+]
+
+# ---------------------------------------------------------------------------
+# Grad mode and anomaly mode
+# ---------------------------------------------------------------------------
+
+_local = threading.local()  # grad mode is per thread, as in PyTorch
+_anomaly = {"enabled": False}
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_local, "grad_enabled", True)
+
+
+class _GradMode(contextlib.ContextDecorator):
+    """Sets grad mode inside a ``with`` block or a decorated function."""
+
+    enabled = True
+
+    def __enter__(self) -> None:
+        self._previous = is_grad_enabled()
+        _local.grad_enabled = self.enabled
+
+    def __exit__(self, *exc: object) -> None:
+        _local.grad_enabled = self._previous
+
+
+class no_grad(_GradMode):  # noqa: N801 - PyTorch's name
+    """Ops inside record no graph: use it for evaluation and in-place updates."""
+
+    enabled = False
+
+
+class enable_grad(_GradMode):  # noqa: N801 - PyTorch's name
+    """Turns graph recording back on inside a ``no_grad`` block."""
+
+    enabled = True
+
+
+def is_anomaly_enabled() -> bool:
+    return _anomaly["enabled"]
+
+
+class detect_anomaly(contextlib.ContextDecorator):  # noqa: N801 - PyTorch's name
+    """Raise at the first op whose forward or backward turns finite values into NaN/Inf.
+
+    Each op records where in user code it was created, so the error names the op
+    and the line. It costs a stack walk per op: use it to debug, not to train.
+    """
+
+    def __enter__(self) -> None:
+        self._previous = _anomaly["enabled"]
+        _anomaly["enabled"] = True
+
+    def __exit__(self, *exc: object) -> None:
+        _anomaly["enabled"] = self._previous
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_frame(stack: traceback.StackSummary) -> str:
+    """The innermost frame outside minigrad: the line the user wrote."""
+    for frame in reversed(stack):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
+            return f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n    {frame.line}'
+    return "  (created inside minigrad)"
+
+
+def _non_finite(arrays: Sequence[Any]) -> bool:
+    for a in arrays:
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f" and not np.isfinite(a).all():
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------
+# Context: what forward saves, and the graph node
+# ---------------------------------------------------------------------------
+
+_FREED = "freed"
+
+
+class Context:
+    """Passed to ``forward`` and ``backward``; in a graph it is also the node (``grad_fn``).
+
+    - ``save_for_backward(*arrays)`` keeps what backward needs; ``saved_tensors``
+      returns it. Saved arrays are released after backward (unless
+      ``retain_graph``), so save big arrays only this way, never as attributes.
+    - ``needs_input_grad``: one bool per forward argument; backward may return
+      None for the inputs that are False.
+    - Small non-array values (a dim, a shape) may be stored as plain attributes.
+    """
+
+    def __init__(self, function: type[Function]) -> None:
+        self.function = function
+        self.needs_input_grad: tuple[bool, ...] = ()
+        self._saved: tuple | str = ()
+        self._edges: tuple = ()  # per input: None, a leaf Tensor, or (node, output index)
+        self._input_meta: tuple = ()  # per input: (shape, dtype) or None
+        self._output_meta: tuple = ()  # per output: (shape, dtype)
+        self._hooks: dict[int, list[Callable]] = {}
+        self._retained: dict[int, weakref.ref] = {}
+        self._stack: traceback.StackSummary | None = None
+
+    def save_for_backward(self, *arrays: Any) -> None:
+        self._saved = arrays
+
+    @property
+    def saved_tensors(self) -> tuple:
+        if self._saved is _FREED:
+            raise RuntimeError(
+                f"{self.name()}: trying to backward through the graph a second time; its "
+                "saved values were freed by the first backward. Call the first "
+                "backward with retain_graph=True if you need to backward twice."
+            )
+        return self._saved
+
+    def name(self) -> str:
+        return f"{self.function.__name__}Backward"
+
+    def __repr__(self) -> str:
+        return f"<{self.name()}>"
+
+
+# ---------------------------------------------------------------------------
+# Function
+# ---------------------------------------------------------------------------
+
+
+class Function:
+    """Base class of every differentiable op, built-in or user-defined.
+
+    Subclass it with two static methods and call ``MyOp.apply(*args)``::
+
+        class Cube(Function):
+            @staticmethod
+            def forward(ctx, x):          # x is the NumPy array of the input
+                ctx.save_for_backward(x)
+                return x**3
+
+            @staticmethod
+            def backward(ctx, grad):      # grad: array shaped like the output
+                (x,) = ctx.saved_tensors
+                return grad * 3 * x**2    # one gradient per forward argument
+
+    Tensor arguments arrive as arrays; other arguments (numbers, dims) arrive
+    unchanged. ``forward`` returns an array or a tuple of arrays; ``backward``
+    returns one gradient per ``forward`` argument (None where there is none).
+    A gradient may have the broadcast shape; it is summed to the input's shape.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, *args: Any) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, *grads: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:
+        ctx = Context(cls)
+        grad_on = is_grad_enabled()
+        arrays = []
+        needs = []
+        for arg in args:
+            if isinstance(arg, Tensor):
+                arrays.append(arg._data)
+                needs.append(grad_on and arg._requires_grad)
+            else:
+                arrays.append(arg)
+                needs.append(False)
+        ctx.needs_input_grad = tuple(needs)
+        anomaly = _anomaly["enabled"]
+        if anomaly:
+            ctx._stack = traceback.extract_stack()[:-1]
+
+        raw = cls.forward(ctx, *arrays, **kwargs)
+        single = not isinstance(raw, tuple)
+        outputs = tuple(_as_array(r) for r in ((raw,) if single else raw))
+        if anomaly and _non_finite(outputs) and not _non_finite(arrays):
+            raise FloatingPointError(
+                f"{cls.__name__} produced NaN or Inf in its forward from finite inputs; "
+                f"it was called at\n{_user_frame(ctx._stack)}"
+            )
+
+        if not any(needs):
+            results = tuple(Tensor._wrap(o) for o in outputs)
+            return results[0] if single else results
+
+        ctx._edges = tuple(_edge_to(arg) if need else None for arg, need in zip(args, needs))
+        ctx._input_meta = tuple(
+            (arg._data.shape, arg._data.dtype) if need else None for arg, need in zip(args, needs)
+        )
+        ctx._output_meta = tuple((o.shape, o.dtype) for o in outputs)
+        results = tuple(
+            Tensor._wrap(o, grad_fn=ctx, output_nr=i) if o.dtype.kind == "f" else Tensor._wrap(o)
+            for i, o in enumerate(outputs)
+        )
+        return results[0] if single else results
+
+
+def _as_array(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, Tensor):
+        return value._data
+    return np.asarray(value)
+
+
+def _edge_to(tensor: Tensor) -> Any:
+    """Where this input's gradient goes: its producer node, or the leaf itself."""
+    if tensor.grad_fn is None:
+        return tensor
+    return (tensor.grad_fn, tensor._output_nr)
+
+
+# ---------------------------------------------------------------------------
+# backward
+# ---------------------------------------------------------------------------
+
+
+def _sum_to_shape(grad: np.ndarray, shape: tuple, dtype: np.dtype, ctx: Context, i: int) -> np.ndarray:
+    """Undo broadcasting: sum ``grad`` over the axes along which the input was stretched."""
+    grad = _as_array(grad)
+    if grad.shape != shape:
+        lead = grad.ndim - len(shape)
+        if lead < 0 or any(s != 1 and g != s for s, g in zip(shape, grad.shape[lead:])):
+            raise RuntimeError(
+                f"{ctx.name()} returned a gradient of shape {grad.shape} for input {i}, "
+                f"which has shape {shape}: the gradient must have the input's shape "
+                "or one that broadcasts from it"
+            )
+        stretched = tuple(lead + k for k, s in enumerate(shape) if s == 1 and grad.shape[lead + k] != 1)
+        grad = grad.sum(axis=tuple(range(lead)) + stretched, keepdims=True)
+        grad = grad.reshape(shape)
+    if grad.dtype != dtype:
+        grad = grad.astype(dtype)
+    return grad
+
+
+def _run_hooks(hooks: list[Callable], grad: np.ndarray) -> np.ndarray:
+    for hook in hooks:
+        replaced = hook(Tensor._wrap(grad))
+        if replaced is not None:
+            grad = _as_array(replaced)
+    return grad
+
+
+def _accumulate(tensor: Tensor, grad: np.ndarray) -> None:
+    """Add ``grad`` into ``tensor.grad``; the first gradient is copied, since other
+    branches of the graph may hold the same array."""
+    if tensor.grad is None:
+        tensor.grad = Tensor._wrap(np.array(grad, dtype=tensor._data.dtype, copy=True))
+    else:
+        tensor.grad._data += grad
+
+
+def run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool = False) -> None:
+    """Propagate ``grad`` (d output / d root) from ``root`` to every leaf that needs it."""
+    if root.grad_fn is None:
+        _accumulate(root, _run_hooks(root._hooks, grad))
+        return
+
+    # Count, for every node reachable from the root, how many edges lead into it.
+    start = root.grad_fn
+    dependencies = {start: 0}
+    stack = [start]
+    while stack:
+        node = stack.pop()
+        for edge in node._edges:
+            if type(edge) is tuple:
+                child = edge[0]
+                if child in dependencies:
+                    dependencies[child] += 1
+                else:
+                    dependencies[child] = 1
+                    stack.append(child)
+
+    # Visit a node once all gradients flowing into it have arrived.
+    pending: dict[Context, list] = {start: [None] * len(start._output_meta)}
+    pending[start][root._output_nr] = grad
+    ready = [start]
+    while ready:
+        node = ready.pop()
+        output_grads = pending.pop(node, None)
+        input_grads: tuple = ()
+        if output_grads is not None:
+            input_grads = _backward_node(node, output_grads, retain_graph)
+        for i, edge in enumerate(node._edges):
+            g = input_grads[i] if i < len(input_grads) else None
+            if edge is None:
+                continue
+            if type(edge) is not tuple:  # a leaf
+                if g is not None:
+                    _accumulate(edge, _run_hooks(edge._hooks, g))
+                continue
+            child, nr = edge
+            if g is not None:
+                slots = pending.get(child)
+                if slots is None:
+                    slots = pending[child] = [None] * len(child._output_meta)
+                slots[nr] = g if slots[nr] is None else slots[nr] + g
+            dependencies[child] -= 1
+            if dependencies[child] == 0:
+                ready.append(child)
+
+
+def _backward_node(node: Context, output_grads: list, retain_graph: bool) -> tuple:
+    for nr, meta in enumerate(node._output_meta):
+        g = output_grads[nr]
+        if g is None:
+            g = np.zeros(*meta)
+        elif nr in node._hooks:
+            g = _run_hooks(node._hooks[nr], g)
+        retained = node._retained.get(nr)
+        if retained is not None and retained() is not None:
+            _accumulate(retained(), g)
+        output_grads[nr] = g
+
+    grads = node.function.backward(node, *output_grads)
+    if not isinstance(grads, tuple):
+        grads = (grads,)
+    if len(grads) > len(node._edges):
+        raise RuntimeError(
+            f"{node.name()} returned {len(grads)} gradients but its forward took "
+            f"{len(node._edges)} arguments"
+        )
+    grads = tuple(
+        None if g is None or meta is None else _sum_to_shape(g, meta[0], meta[1], node, i)
+        for i, (g, meta) in enumerate(zip(grads, node._input_meta))
+    )
+    if _anomaly["enabled"] and _non_finite(grads) and not _non_finite(output_grads):
+        where = _user_frame(node._stack) if node._stack else "  (created outside detect_anomaly)"
+        raise FloatingPointError(
+            f"{node.name()} produced NaN or Inf in its backward from finite gradients; "
+            f"the op was created at\n{where}"
+        )
+    if not retain_graph and node._saved != ():
+        node._saved = _FREED
+    return grads
+
+
+# ---------------------------------------------------------------------------
+# gradcheck
+# ---------------------------------------------------------------------------
+
+
+class GradcheckError(RuntimeError):
+    """Analytic and numerical gradients disagree."""
+
+
+def gradcheck(
+    fn: Callable[..., Tensor],
+    inputs: Sequence[Any],
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+) -> bool:
+    """Compare backward's Jacobian with central finite differences in float64.
+
+    ``inputs`` are passed to ``fn`` in order; every float64 Tensor among them
+    with ``requires_grad`` is checked. Returns True, or raises GradcheckError
+    naming the worst element: input, position, output element, both values.
+    """
+    checked = [
+        i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t._requires_grad
+    ]
+    if not checked:
+        raise ValueError("gradcheck: no input is a Tensor with requires_grad=True")
+    for i in checked:
+        if inputs[i].dtype != np.float64:
+            raise TypeError(
+                f"gradcheck: input {i} is {inputs[i].dtype}; finite differences need "
+                "float64 inputs (create them with dtype=mg.float64)"
+            )
+
+    def evaluate() -> np.ndarray:
+        with no_grad():
+            return np.array(_as_array(fn(*inputs)), dtype=np.float64).ravel()
+
+    out = fn(*inputs)
+    n_out = out._data.size
+    numerical = {}
+    for i in checked:
+        x = inputs[i]._data
+        if not (x.flags.c_contiguous and x.flags.writeable):
+            x = inputs[i]._data = np.array(x)
+        flat = x.reshape(-1)  # a view: each element is nudged in place and restored
+        jac = np.zeros((x.size, n_out))
+        for k in range(x.size):
+            original = flat[k]
+            flat[k] = original + eps
+            plus = evaluate()
+            flat[k] = original - eps
+            minus = evaluate()
+            flat[k] = original
+            jac[k] = (plus - minus) / (2 * eps)
+        numerical[i] = jac
+
+    analytic = {i: np.zeros((inputs[i]._data.size, n_out)) for i in checked}
+    for j in range(n_out):
+        for i in checked:
+            inputs[i].grad = None
+        seed = np.zeros(out._data.size, dtype=out._data.dtype)
+        seed[j] = 1.0
+        if out.grad_fn is not None or out._requires_grad:
+            run_backward(out, seed.reshape(out.shape), retain_graph=True)
+        for i in checked:
+            g = inputs[i].grad
+            if g is not None:
+                analytic[i][:, j] = g._data.ravel()
+    for i in checked:
+        inputs[i].grad = None
+
+    for i in checked:
+        a, n = analytic[i], numerical[i]
+        excess = np.abs(a - n) - (atol + rtol * np.abs(n))
+        if excess.size and (excess.max() > 0 or not np.isfinite(a).all()):
+            flat_idx = int(np.nanargmax(np.where(np.isfinite(excess), excess, np.inf)))
+            k, j = np.unravel_index(flat_idx, excess.shape)
+            position = np.unravel_index(k, inputs[i].shape)
+            raise GradcheckError(
+                f"gradcheck: Jacobian mismatch for input {i} at element {tuple(map(int, position))}, "
+                f"output element {int(j)}: numerical {n[k, j]:.10g}, analytic {a[k, j]:.10g} "
+                f"(atol={atol}, rtol={rtol})"
+            )
+    return True
+
+
+# tensor.py imports this module, so the Tensor class is bound last.
+from .tensor import Tensor  # noqa: E402
