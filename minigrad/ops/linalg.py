@@ -57,10 +57,10 @@ class MatMul(Function):
             )
         # Vectors are matrices with a unit dim; add it, multiply, drop it again.
         a_vec, b_vec = ctx.ndims[0] == 1, ctx.ndims[1] == 1
-        if a_vec:
-            grad = np.expand_dims(grad, -2)
         if b_vec:
             grad = np.expand_dims(grad, -1)
+        if a_vec:
+            grad = np.expand_dims(grad, -2)
         ga = gb = None
         if need_a:
             b2 = b[:, None] if b_vec else b
