@@ -132,16 +132,20 @@ class Context:
     - Small non-array values (a dim, a shape) may be stored as plain attributes.
     """
 
+    # Most nodes never get hooks, retained grads or a recorded stack: these
+    # class-level defaults are replaced per node only when one does.
+    _hooks: dict[int, list[Callable]] | None = None
+    _retained: dict[int, weakref.ref] | None = None
+    _stack: traceback.StackSummary | None = None
+    _edges: tuple = ()  # per input: None, a leaf Tensor, or (node, output index)
+    _input_meta: tuple = ()  # per input: (shape, dtype), or None if it needs no grad
+    _output_meta: tuple = ()  # per output: (shape, dtype)
+    _saved_versions: tuple = ()  # (version counter, value when saved) per saved input
+
     def __init__(self, function: type[Function]) -> None:
         self.function = function
         self.needs_input_grad: tuple[bool, ...] = ()
         self._saved: tuple | str = ()
-        self._edges: tuple = ()  # per input: None, a leaf Tensor, or (node, output index)
-        self._input_meta: tuple = ()  # per input: (shape, dtype) or None
-        self._output_meta: tuple = ()  # per output: (shape, dtype)
-        self._hooks: dict[int, list[Callable]] = {}
-        self._retained: dict[int, weakref.ref] = {}
-        self._stack: traceback.StackSummary | None = None
 
     def save_for_backward(self, *arrays: Any) -> None:
         self._saved = arrays
@@ -154,6 +158,13 @@ class Context:
                 "saved values were freed by the first backward. Call the first "
                 "backward with retain_graph=True if you need to backward twice."
             )
+        for counter, value in self._saved_versions:
+            if counter[0] != value:
+                raise RuntimeError(
+                    f"{self.name()}: an input this op saved for backward was changed in place "
+                    "after the forward pass, so its gradient would be wrong; change a copy "
+                    "(.clone()) instead, or do the in-place update after backward"
+                )
         return self._saved
 
     def name(self) -> str:
@@ -217,18 +228,28 @@ class Function:
             ctx._stack = traceback.extract_stack()[:-1]
 
         raw = cls.forward(ctx, *arrays, **kwargs)
-        single = not isinstance(raw, tuple)
-        outputs = tuple(_as_array(r) for r in ((raw,) if single else raw))
+        single = type(raw) is not tuple
+        if single:
+            outputs = (raw if type(raw) is np.ndarray else _as_array(raw),)
+        else:
+            outputs = tuple(_as_array(r) for r in raw)
         if anomaly and _non_finite(outputs) and not _non_finite(arrays):
             raise FloatingPointError(
                 f"{cls.__name__} produced NaN or Inf in its forward from finite inputs; "
                 f"it was called at\n{_user_frame(ctx._stack)}"
             )
 
-        if not any(needs):
-            results = tuple(Tensor._wrap(o) for o in outputs)
-            return results[0] if single else results
+        if single and outputs[0].base is not None:
+            version = _version_of_viewed(outputs[0], args)
+            if version is not None and True not in needs:
+                return Tensor._wrap(outputs[0], version=version)
+        if True not in needs:
+            if single:
+                return Tensor._wrap(outputs[0])
+            return tuple(Tensor._wrap(o) for o in outputs)
 
+        if ctx._saved:
+            ctx._saved_versions = _versions_of_saved_inputs(ctx._saved, args)
         ctx._edges = tuple(_edge_to(arg) if need else None for arg, need in zip(args, needs))
         ctx._input_meta = tuple(
             (arg._data.shape, arg._data.dtype) if need else None for arg, need in zip(args, needs)
@@ -241,12 +262,37 @@ class Function:
         return results[0] if single else results
 
 
+def _root(array: np.ndarray) -> np.ndarray:
+    while array.base is not None and isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def _version_of_viewed(view: np.ndarray, args: tuple) -> list | None:
+    """A view (reshape, indexing, transpose) shares the version counter of its base
+    tensor, so writing through the view is seen by graphs that saved the base."""
+    root = _root(view)
+    for arg in args:
+        if isinstance(arg, Tensor) and _root(arg._data) is root:
+            return arg._version
+    return None
+
+
 def _as_array(value: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     if isinstance(value, Tensor):
         return value._data
     return np.asarray(value)
+
+
+def _versions_of_saved_inputs(saved: tuple, args: tuple) -> tuple:
+    """Note the version of every input tensor whose array forward saved."""
+    return tuple(
+        (arg._version, arg._version[0])
+        for arg in args
+        if isinstance(arg, Tensor) and any(item is arg._data for item in saved)
+    )
 
 
 def _edge_to(tensor: Tensor) -> Any:
@@ -352,11 +398,12 @@ def _backward_node(node: Context, output_grads: list, retain_graph: bool) -> tup
         g = output_grads[nr]
         if g is None:
             g = np.zeros(*meta)
-        elif nr in node._hooks:
+        elif node._hooks and nr in node._hooks:
             g = _run_hooks(node._hooks[nr], g)
-        retained = node._retained.get(nr)
-        if retained is not None and retained() is not None:
-            _accumulate(retained(), g)
+        if node._retained and nr in node._retained:
+            kept = node._retained[nr]()
+            if kept is not None:
+                _accumulate(kept, g)
         output_grads[nr] = g
 
     grads = node.function.backward(node, *output_grads)

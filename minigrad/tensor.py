@@ -69,7 +69,16 @@ def _index_arrays(index: Any) -> Any:
 
 
 class Tensor:
-    __slots__ = ("__weakref__", "_data", "_hooks", "_output_nr", "_requires_grad", "grad", "grad_fn")
+    __slots__ = (
+        "__weakref__",
+        "_data",
+        "_hooks",
+        "_output_nr",
+        "_requires_grad",
+        "_version",
+        "grad",
+        "grad_fn",
+    )
 
     # NumPy must hand `ndarray + tensor` to Tensor.__radd__ instead of looping itself.
     __array_ufunc__ = None
@@ -80,12 +89,17 @@ class Tensor:
         self.grad_fn = None
         self._output_nr = 0
         self._hooks: tuple = ()
+        # Bumped by every in-place write; shared by tensors that share storage
+        # (detach, data, views), so a graph can tell that a saved array changed.
+        self._version = [0]
         self._requires_grad = False
         if requires_grad:
             self.requires_grad = True
 
     @classmethod
-    def _wrap(cls, array: np.ndarray, grad_fn: Any = None, output_nr: int = 0) -> Tensor:
+    def _wrap(
+        cls, array: np.ndarray, grad_fn: Any = None, output_nr: int = 0, version: list | None = None
+    ) -> Tensor:
         """A Tensor around an existing array, no checks, no copy (the ops' fast path)."""
         t = object.__new__(cls)
         t._data = array
@@ -93,6 +107,7 @@ class Tensor:
         t.grad_fn = grad_fn
         t._output_nr = output_nr
         t._hooks = ()
+        t._version = [0] if version is None else version
         t._requires_grad = grad_fn is not None
         return t
 
@@ -149,7 +164,7 @@ class Tensor:
     @property
     def data(self) -> Tensor:
         """A tensor sharing this one's storage, outside the graph."""
-        return Tensor._wrap(self._data)
+        return Tensor._wrap(self._data, version=self._version)
 
     @data.setter
     def data(self, value: Tensor) -> None:
@@ -181,7 +196,7 @@ class Tensor:
         return self._data.tolist()
 
     def detach(self) -> Tensor:
-        return Tensor._wrap(self._data)
+        return Tensor._wrap(self._data, version=self._version)
 
     def clone(self) -> Tensor:
         return ops.Clone.apply(self)
@@ -237,6 +252,8 @@ class Tensor:
                 self._hooks = tuple(h for h in self._hooks if h is not hook)
 
             return _RemovableHandle(remove)
+        if self.grad_fn._hooks is None:
+            self.grad_fn._hooks = {}
         hooks = self.grad_fn._hooks.setdefault(self._output_nr, [])
         hooks.append(hook)
         return _RemovableHandle(lambda: hook in hooks and hooks.remove(hook))
@@ -246,11 +263,13 @@ class Tensor:
         if not self._requires_grad:
             raise RuntimeError("retain_grad: this tensor does not require grad")
         if self.grad_fn is not None:
+            if self.grad_fn._retained is None:
+                self.grad_fn._retained = {}
             self.grad_fn._retained[self._output_nr] = weakref.ref(self)
 
     @property
     def retains_grad(self) -> bool:
-        return self.grad_fn is not None and self._output_nr in self.grad_fn._retained
+        return self.grad_fn is not None and self._output_nr in (self.grad_fn._retained or {})
 
     # -- arithmetic -------------------------------------------------------------
     def __add__(self, other: Tensor | Scalar) -> Tensor:
@@ -470,6 +489,7 @@ class Tensor:
                 f"{op}: this tensor's array is read-only (it shares memory with a read-only "
                 "NumPy array); make a writable copy with .clone()"
             )
+        self._version[0] += 1
         return self._data
 
     @staticmethod

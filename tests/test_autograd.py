@@ -369,3 +369,30 @@ def test_thread_local_grad_mode():
         t.start()
         t.join()
     assert results == [True]
+
+
+def test_inplace_change_of_saved_input_is_caught_at_backward():
+    w = leaf()
+    x = mg.tensor(np.ones(3))
+    y = (w * x).sum()  # Mul saved x for w's gradient
+    x.mul_(2)
+    with pytest.raises(RuntimeError, match="changed in place"):
+        y.backward()
+
+
+def test_inplace_through_detach_or_view_is_caught():
+    w = leaf((2, 3))
+    x = mg.tensor(np.ones((2, 3)))
+    y = (w * x).sum()
+    x.detach()[0].fill_(5.0)  # writes x's storage through a detached view
+    with pytest.raises(RuntimeError, match="changed in place"):
+        y.backward()
+
+
+def test_inplace_after_backward_is_fine():
+    w = leaf()
+    x = mg.tensor(np.ones(3))
+    (w * x).sum().backward()
+    x.mul_(2)
+    (w * x).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), np.full(3, 3.0))
