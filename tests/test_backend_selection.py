@@ -1,0 +1,98 @@
+"""Choosing the backend and threads, the C-missing fallback, and `minigrad info`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import minigrad as mg
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code, **env):
+    environment = {**os.environ, **env}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, cwd=REPO, check=False
+    )
+
+
+def test_set_and_get_backend(backend):
+    assert mg.get_backend() == backend
+    assert mg.backend_info()["backend"] == backend
+
+
+def test_set_backend_rejects_unknown_names():
+    with pytest.raises(ValueError, match="'c' or 'numpy'"):
+        mg.set_backend("cuda")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_set_num_threads_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="integer >= 1"):
+        mg.set_num_threads(bad)
+
+
+def test_set_num_threads_round_trip():
+    before = mg.get_num_threads()
+    try:
+        mg.set_num_threads(1)
+        assert mg.get_num_threads() == 1 and mg.backend_info()["num_threads"] == 1
+    finally:
+        mg.set_num_threads(before)
+
+
+def test_environment_chooses_backend_and_threads():
+    out = run_python(
+        "import minigrad as mg; print(mg.get_backend(), mg.get_num_threads())",
+        MINIGRAD_BACKEND="numpy",
+        MINIGRAD_NUM_THREADS="1",
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["numpy", "1"]
+
+
+def test_bad_environment_warns_and_continues():
+    out = run_python("import minigrad as mg; print(mg.get_num_threads())", MINIGRAD_NUM_THREADS="lots")
+    assert out.returncode == 0 and out.stdout.strip() == "1"
+    assert "MINIGRAD_NUM_THREADS" in out.stderr
+
+
+def test_missing_extension_warns_once_and_runs_on_numpy():
+    code = (
+        "import sys, warnings\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'minigrad._C': raise ImportError('no compiled kernels')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import minigrad as mg\n"
+        "    import minigrad.backend\n"
+        "print(len([w for w in caught if 'C extension' in str(w.message)]), mg.get_backend())\n"
+        "print((mg.tensor([-1.0, 2.0]).relu()).tolist())\n"
+        "try:\n"
+        "    mg.set_backend('c')\n"
+        "except RuntimeError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "1 numpy"
+    assert lines[1] == "[0.0, 2.0]"
+    assert lines[2].startswith("refused:") and "not available" in lines[2]
+
+
+def test_info_command():
+    out = subprocess.run(
+        [sys.executable, "-m", "minigrad", "info", "--json"], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert {"backend", "c_available", "num_threads", "numpy"} <= set(info)
+    if info["c_available"]:
+        assert info["simd_level"] in ("generic", "avx2", "avx512")
+        assert "-O3" in info["compiler_flags"]
