@@ -1,9 +1,9 @@
 """minigrad: a small reverse-mode autograd engine with C kernels.
 
-    import minigrad as mg
-    x = mg.randn(4, 3, requires_grad=True)
-    (x.relu() ** 2).sum().backward()
-    x.grad
+import minigrad as mg
+x = mg.randn(4, 3, requires_grad=True)
+(x.relu() ** 2).sum().backward()
+x.grad
 """
 
 from . import autograd, backend, ops

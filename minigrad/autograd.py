@@ -65,13 +65,13 @@ class _GradMode(contextlib.ContextDecorator):
         _local.grad_enabled = self._previous
 
 
-class no_grad(_GradMode):  # noqa: N801 - PyTorch's name
+class no_grad(_GradMode):
     """Ops inside record no graph: use it for evaluation and in-place updates."""
 
     enabled = False
 
 
-class enable_grad(_GradMode):  # noqa: N801 - PyTorch's name
+class enable_grad(_GradMode):
     """Turns graph recording back on inside a ``no_grad`` block."""
 
     enabled = True
@@ -81,7 +81,7 @@ def is_anomaly_enabled() -> bool:
     return _anomaly["enabled"]
 
 
-class detect_anomaly(contextlib.ContextDecorator):  # noqa: N801 - PyTorch's name
+class detect_anomaly(contextlib.ContextDecorator):
     """Raise at the first op whose forward or backward turns finite values into NaN/Inf.
 
     Each op records where in user code it was created, so the error names the op
@@ -103,7 +103,9 @@ def _user_frame(stack: traceback.StackSummary) -> str:
     """The innermost frame outside minigrad: the line the user wrote."""
     for frame in reversed(stack):
         if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
-            return f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n    {frame.line}'
+            return (
+                f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n    {frame.line}'
+            )
     return "  (created inside minigrad)"
 
 
@@ -250,9 +252,12 @@ class Function:
 
         if ctx._saved:
             ctx._saved_versions = _versions_of_saved_inputs(ctx._saved, args)
-        ctx._edges = tuple(_edge_to(arg) if need else None for arg, need in zip(args, needs))
+        ctx._edges = tuple(
+            _edge_to(arg) if need else None for arg, need in zip(args, needs, strict=True)
+        )
         ctx._input_meta = tuple(
-            (arg._data.shape, arg._data.dtype) if need else None for arg, need in zip(args, needs)
+            (arg._data.shape, arg._data.dtype) if need else None
+            for arg, need in zip(args, needs, strict=True)
         )
         ctx._output_meta = tuple((o.shape, o.dtype) for o in outputs)
         results = tuple(
@@ -307,18 +312,24 @@ def _edge_to(tensor: Tensor) -> Any:
 # ---------------------------------------------------------------------------
 
 
-def _sum_to_shape(grad: np.ndarray, shape: tuple, dtype: np.dtype, ctx: Context, i: int) -> np.ndarray:
+def _sum_to_shape(
+    grad: np.ndarray, shape: tuple, dtype: np.dtype, ctx: Context, i: int
+) -> np.ndarray:
     """Undo broadcasting: sum ``grad`` over the axes along which the input was stretched."""
     grad = _as_array(grad)
     if grad.shape != shape:
         lead = grad.ndim - len(shape)
-        if lead < 0 or any(s != 1 and g != s for s, g in zip(shape, grad.shape[lead:])):
+        if lead < 0 or any(
+            s != 1 and g != s for s, g in zip(shape, grad.shape[lead:], strict=True)
+        ):
             raise RuntimeError(
                 f"{ctx.name()} returned a gradient of shape {grad.shape} for input {i}, "
                 f"which has shape {shape}: the gradient must have the input's shape "
                 "or one that broadcasts from it"
             )
-        stretched = tuple(lead + k for k, s in enumerate(shape) if s == 1 and grad.shape[lead + k] != 1)
+        stretched = tuple(
+            lead + k for k, s in enumerate(shape) if s == 1 and grad.shape[lead + k] != 1
+        )
         grad = grad.sum(axis=tuple(range(lead)) + stretched, keepdims=True)
         grad = grad.reshape(shape)
     if grad.dtype != dtype:
@@ -364,7 +375,9 @@ def run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool = False) -> 
                     dependencies[child] = 1
                     stack.append(child)
 
-    # Visit a node once all gradients flowing into it have arrived.
+    # Visit a node once all gradients flowing into it have arrived. Leaf
+    # gradients are summed first, so a leaf's hooks see the total once.
+    leaf_grads: dict[Tensor, np.ndarray] = {}
     pending: dict[Context, list] = {start: [None] * len(start._output_meta)}
     pending[start][root._output_nr] = grad
     ready = [start]
@@ -380,7 +393,7 @@ def run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool = False) -> 
                 continue
             if type(edge) is not tuple:  # a leaf
                 if g is not None:
-                    _accumulate(edge, _run_hooks(edge._hooks, g))
+                    leaf_grads[edge] = g if edge not in leaf_grads else leaf_grads[edge] + g
                 continue
             child, nr = edge
             if g is not None:
@@ -391,6 +404,8 @@ def run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool = False) -> 
             dependencies[child] -= 1
             if dependencies[child] == 0:
                 ready.append(child)
+    for leaf, g in leaf_grads.items():
+        _accumulate(leaf, _run_hooks(leaf._hooks, g))
 
 
 def _backward_node(node: Context, output_grads: list, retain_graph: bool) -> tuple:
@@ -416,7 +431,8 @@ def _backward_node(node: Context, output_grads: list, retain_graph: bool) -> tup
         )
     grads = tuple(
         None if g is None or meta is None else _sum_to_shape(g, meta[0], meta[1], node, i)
-        for i, (g, meta) in enumerate(zip(grads, node._input_meta))
+        # a Function may return fewer gradients than inputs: the rest are None
+        for i, (g, meta) in enumerate(zip(grads, node._input_meta, strict=False))
     )
     if _anomaly["enabled"] and _non_finite(grads) and not _non_finite(output_grads):
         where = _user_frame(node._stack) if node._stack else "  (created outside detect_anomaly)"
@@ -451,9 +467,7 @@ def gradcheck(
     with ``requires_grad`` is checked. Returns True, or raises GradcheckError
     naming the worst element: input, position, output element, both values.
     """
-    checked = [
-        i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t._requires_grad
-    ]
+    checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t._requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input is a Tensor with requires_grad=True")
     for i in checked:
@@ -509,7 +523,8 @@ def gradcheck(
             k, j = np.unravel_index(flat_idx, excess.shape)
             position = np.unravel_index(k, inputs[i].shape)
             raise GradcheckError(
-                f"gradcheck: Jacobian mismatch for input {i} at element {tuple(map(int, position))}, "
+                f"gradcheck: Jacobian mismatch for input {i} at element "
+                f"{tuple(map(int, position))}, "
                 f"output element {int(j)}: numerical {n[k, j]:.10g}, analytic {a[k, j]:.10g} "
                 f"(atol={atol}, rtol={rtol})"
             )

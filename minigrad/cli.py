@@ -21,7 +21,9 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="minigrad", description="minigrad: autograd with C kernels")
+    parser = argparse.ArgumentParser(
+        prog="minigrad", description="minigrad: autograd with C kernels"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="which backend runs, build flags, SIMD level, threads")
     info.add_argument("--json", action="store_true", help="print as JSON")

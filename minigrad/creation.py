@@ -16,7 +16,9 @@ Shape = Any  # an int, several ints, or one tuple of ints, as PyTorch takes them
 def _shape(size: tuple, op: str) -> tuple[int, ...]:
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = tuple(size[0])
-    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in size):
+    if not all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in size
+    ):
         raise ValueError(f"{op}: size must be non-negative ints, got {size}")
     return tuple(int(s) for s in size)
 
@@ -56,15 +58,22 @@ def ones(*size: Shape, dtype: Any = None, requires_grad: bool = False) -> Tensor
 def full(size: Shape, fill_value: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
     if dtype is None:
         dtype = to_array(fill_value, op="full").dtype
-    return _made(np.full(_shape((size,), "full"), fill_value, as_dtype(dtype, "full")), requires_grad)
+    return _made(
+        np.full(_shape((size,), "full"), fill_value, as_dtype(dtype, "full")), requires_grad
+    )
 
 
 def zeros_like(t: Tensor, dtype: Any = None, requires_grad: bool = False) -> Tensor:
-    return _made(np.zeros(t.shape, t.dtype if dtype is None else as_dtype(dtype, "zeros_like")), requires_grad)
+    return _made(
+        np.zeros(t.shape, t.dtype if dtype is None else as_dtype(dtype, "zeros_like")),
+        requires_grad,
+    )
 
 
 def ones_like(t: Tensor, dtype: Any = None, requires_grad: bool = False) -> Tensor:
-    return _made(np.ones(t.shape, t.dtype if dtype is None else as_dtype(dtype, "ones_like")), requires_grad)
+    return _made(
+        np.ones(t.shape, t.dtype if dtype is None else as_dtype(dtype, "ones_like")), requires_grad
+    )
 
 
 def arange(start: float, end: float | None = None, step: float = 1, dtype: Any = None) -> Tensor:

@@ -26,7 +26,9 @@ def as_dtype(dtype: Any, op: str = "tensor") -> np.dtype:
     try:
         resolved = np.dtype(dtype)
     except TypeError:
-        raise TypeError(f"{op}: dtype {dtype!r} is not a dtype; use mg.float32 or mg.float64") from None
+        raise TypeError(
+            f"{op}: dtype {dtype!r} is not a dtype; use mg.float32 or mg.float64"
+        ) from None
     if resolved == np.dtype(float):
         return float64
     if resolved not in SUPPORTED:

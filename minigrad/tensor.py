@@ -168,7 +168,9 @@ class Tensor:
 
     @data.setter
     def data(self, value: Tensor) -> None:
-        self._data = value._data if isinstance(value, Tensor) else to_array(value, self.dtype, "data")
+        self._data = (
+            value._data if isinstance(value, Tensor) else to_array(value, self.dtype, "data")
+        )
 
     def numpy(self) -> np.ndarray:
         """The array itself (no copy)."""
@@ -233,10 +235,13 @@ class Tensor:
                 )
             grad = np.ones_like(self._data)
         else:
-            grad = to_array(gradient._data if isinstance(gradient, Tensor) else gradient, self.dtype, "backward")
+            grad = to_array(
+                gradient._data if isinstance(gradient, Tensor) else gradient, self.dtype, "backward"
+            )
             if grad.shape != self.shape:
                 raise ValueError(
-                    f"backward: gradient has shape {grad.shape} but the tensor has shape {self.shape}"
+                    f"backward: gradient has shape {grad.shape} "
+                    f"but the tensor has shape {self.shape}"
                 )
         run_backward(self, grad, retain_graph)
 
@@ -332,7 +337,7 @@ class Tensor:
     def pow(self, exponent: Tensor | Scalar) -> Tensor:
         return ops.Pow.apply(self, exponent)
 
-    def clamp(self, min: Scalar | None = None, max: Scalar | None = None) -> Tensor:  # noqa: A002
+    def clamp(self, min: Scalar | None = None, max: Scalar | None = None) -> Tensor:
         if min is None and max is None:
             raise ValueError("clamp: at least one of min and max must be given")
         return ops.Clamp.apply(self, min, max)
@@ -386,21 +391,27 @@ class Tensor:
 
     def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
         """``max()`` is the largest element; ``max(dim)`` returns ``(values, indices)``."""
-        if self._data.size == 0 and (dim is None or self.shape[_dims(dim, self.ndim, "max")[0]] == 0):
+        if self._data.size == 0 and (
+            dim is None or self.shape[_dims(dim, self.ndim, "max")[0]] == 0
+        ):
             raise ValueError("max: the tensor is empty along the reduced dim; there is no maximum")
         if dim is None:
             return ops.Max.apply(self)
         if not isinstance(dim, (int, np.integer)):
             raise TypeError(f"max: dim must be one int, got {dim!r}")
+        _dims(dim, self.ndim, "max")
+        if self.ndim == 0:
+            return MaxResult(ops.Clone.apply(self), Tensor._wrap(np.array(0)))
         (axis,) = _dims(dim, self.ndim, "max")
-        data = self._data if self.ndim else self._data.reshape(1)
-        indices = np.expand_dims(np.argmax(data, axis=axis), axis)
+        indices = np.expand_dims(np.argmax(self._data, axis=axis), axis)
         values = ops.MaxAlongDim.apply(self, indices, axis, keepdim)
         return MaxResult(values, Tensor._wrap(indices if keepdim else indices.squeeze(axis)))
 
     # -- shape ---------------------------------------------------------------------
     def reshape(self, *shape: Any) -> Tensor:
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = (
+            tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        )
         return ops.Reshape.apply(self, shape)
 
     view = reshape
@@ -408,24 +419,28 @@ class Tensor:
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         if self.ndim == 0:
             return self.reshape(1)
-        start, end = _dims((start_dim,), self.ndim, "flatten")[0], _dims((end_dim,), self.ndim, "flatten")[0]
+        start, end = (
+            _dims((start_dim,), self.ndim, "flatten")[0],
+            _dims((end_dim,), self.ndim, "flatten")[0],
+        )
         if start > end:
             raise ValueError("flatten: start_dim must not come after end_dim")
         shape = self.shape
         merged = int(np.prod(shape[start : end + 1]))
-        return self.reshape(shape[:start] + (merged,) + shape[end + 1 :])
+        return self.reshape((*shape[:start], merged, *shape[end + 1 :]))
 
     def squeeze(self, dim: int | None = None) -> Tensor:
         if dim is None:
             return self.reshape(tuple(s for s in self.shape if s != 1))
-        (axis,) = _dims(dim, self.ndim, "squeeze")
-        if self.ndim == 0 or self.shape[axis] != 1:
+        axes = _dims(dim, self.ndim, "squeeze")  # () for a 0-d tensor
+        if not axes or self.shape[axes[0]] != 1:
             return self
+        axis = axes[0]
         return self.reshape(self.shape[:axis] + self.shape[axis + 1 :])
 
     def unsqueeze(self, dim: int) -> Tensor:
         (axis,) = _dims(dim, self.ndim + 1, "unsqueeze")
-        return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
+        return self.reshape((*self.shape[:axis], 1, *self.shape[axis:]))
 
     def permute(self, *dims: Any) -> Tensor:
         dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
@@ -435,13 +450,16 @@ class Tensor:
         return ops.Permute.apply(self, axes)
 
     def transpose(self, dim0: int, dim1: int) -> Tensor:
-        a, b = _dims((dim0,), self.ndim, "transpose")[0], _dims((dim1,), self.ndim, "transpose")[0]
+        a, b = _dims((dim0,), self.ndim, "transpose"), _dims((dim1,), self.ndim, "transpose")
+        if self.ndim == 0:
+            return self
+        a, b = a[0], b[0]
         axes = list(range(self.ndim))
         axes[a], axes[b] = axes[b], axes[a]
         return ops.Permute.apply(self, tuple(axes))
 
     @property
-    def T(self) -> Tensor:  # noqa: N802 - PyTorch's name
+    def T(self) -> Tensor:
         return self if self.ndim < 2 else ops.Permute.apply(self, tuple(reversed(range(self.ndim))))
 
     def __getitem__(self, index: Any) -> Tensor:
@@ -469,7 +487,9 @@ class Tensor:
         return ops.Softmax.apply(self, _dims(dim, self.ndim, "softmax")[0] if self.ndim else 0)
 
     def log_softmax(self, dim: int = -1) -> Tensor:
-        return ops.LogSoftmax.apply(self, _dims(dim, self.ndim, "log_softmax")[0] if self.ndim else 0)
+        return ops.LogSoftmax.apply(
+            self, _dims(dim, self.ndim, "log_softmax")[0] if self.ndim else 0
+        )
 
     # -- in place ------------------------------------------------------------------
     def _writable(self, op: str) -> np.ndarray:
@@ -537,7 +557,7 @@ class Tensor:
             ) from None
         return self
 
-    def clamp_(self, min: Scalar | None = None, max: Scalar | None = None) -> Tensor:  # noqa: A002
+    def clamp_(self, min: Scalar | None = None, max: Scalar | None = None) -> Tensor:
         if min is None and max is None:
             raise ValueError("clamp_: at least one of min and max must be given")
         out = self._writable("clamp_")
@@ -587,12 +607,24 @@ def _joined(op: str, tensors: Any, dim: int, new_axis: bool) -> tuple[int, list[
     first = tensors[0]
     axis = _dims(dim, first.ndim + new_axis, op)[0]
     for i, t in enumerate(tensors):
-        same = t.shape == first.shape if new_axis else (
-            t.ndim == first.ndim and all(a == b for k, (a, b) in enumerate(zip(t.shape, first.shape)) if k != axis)
+        same = (
+            t.shape == first.shape
+            if new_axis
+            else (
+                t.ndim == first.ndim
+                and all(
+                    a == b
+                    for k, (a, b) in enumerate(zip(t.shape, first.shape, strict=True))
+                    if k != axis
+                )
+            )
         )
         if not same:
             rule = "the same shape" if new_axis else f"the same shape except in dim {axis}"
-            raise ValueError(f"{op}: tensor {i} has shape {t.shape}, tensor 0 has {first.shape}; they need {rule}")
+            raise ValueError(
+                f"{op}: tensor {i} has shape {t.shape}, tensor 0 has {first.shape}; "
+                f"they need {rule}"
+            )
     return axis, tensors
 
 

@@ -306,7 +306,7 @@ def test_multiple_outputs():
             return g2 * 2 + g3 * 3
 
     x = leaf()
-    a, b = Split.apply(x)
+    a, _ = Split.apply(x)
     a.sum().backward()  # b's gradient is taken as zero
     np.testing.assert_allclose(x.grad.numpy(), np.full(3, 2.0))
 
@@ -334,9 +334,12 @@ def test_gradcheck_requires_float64():
 
 def test_anomaly_forward_names_op_and_user_line():
     x = mg.tensor([0.0, 1.0], requires_grad=True)
-    with mg.detect_anomaly(), pytest.raises(FloatingPointError) as info:
-        with np.errstate(divide="ignore"):
-            x.log()  # the line that makes -inf
+    with (
+        mg.detect_anomaly(),
+        pytest.raises(FloatingPointError) as info,
+        np.errstate(divide="ignore"),
+    ):
+        x.log()  # the line that makes -inf
     message = str(info.value)
     assert "Log" in message and "test_autograd.py" in message and "x.log()" in message
 

@@ -15,7 +15,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_python(code, **env):
     environment = {**os.environ, **env}
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, cwd=REPO, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=REPO,
+        check=False,
     )
 
 
@@ -55,7 +60,9 @@ def test_environment_chooses_backend_and_threads():
 
 
 def test_bad_environment_warns_and_continues():
-    out = run_python("import minigrad as mg; print(mg.get_num_threads())", MINIGRAD_NUM_THREADS="lots")
+    out = run_python(
+        "import minigrad as mg; print(mg.get_num_threads())", MINIGRAD_NUM_THREADS="lots"
+    )
     assert out.returncode == 0 and out.stdout.strip() == "1"
     assert "MINIGRAD_NUM_THREADS" in out.stderr
 
@@ -88,7 +95,11 @@ def test_missing_extension_warns_once_and_runs_on_numpy():
 
 def test_info_command():
     out = subprocess.run(
-        [sys.executable, "-m", "minigrad", "info", "--json"], capture_output=True, text=True, cwd=REPO, check=False
+        [sys.executable, "-m", "minigrad", "info", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)

@@ -26,7 +26,7 @@ def test_rand_and_randn_follow_the_global_seed():
     assert np.array_equal(a.numpy(), mg.rand(3, 4).numpy())
     assert np.array_equal(b.numpy(), mg.randn(5).numpy())
     assert a.dtype == mg.float32 and mg.randn(2, dtype=mg.float64).dtype == mg.float64
-    assert 0 <= a.numpy().min() and a.numpy().max() < 1
+    assert a.numpy().min() >= 0 and a.numpy().max() < 1
 
 
 def test_bad_sizes_and_dtypes():
@@ -42,7 +42,12 @@ def test_bad_sizes_and_dtypes():
 
 def test_shape_mismatch_names_op_and_shapes():
     a, b = mg.ones(2, 3), mg.ones(4)
-    for expr, name in [(lambda: a + b, "add"), (lambda: a - b, "sub"), (lambda: a * b, "mul"), (lambda: a / b, "div")]:
+    for expr, name in [
+        (lambda: a + b, "add"),
+        (lambda: a - b, "sub"),
+        (lambda: a * b, "mul"),
+        (lambda: a / b, "div"),
+    ]:
         with pytest.raises(ValueError, match=rf"{name}: shapes \(2, 3\) and \(4,\)"):
             expr()
     with pytest.raises(ValueError, match=r"matmul: shapes \(2, 3\) and \(4,\)"):
@@ -59,8 +64,13 @@ def test_shape_mismatch_names_op_and_shapes():
 
 def test_dim_out_of_range_names_op():
     x = mg.ones(2, 3)
-    for call, name in [(lambda: x.sum(2), "sum"), (lambda: x.mean(-3), "mean"), (lambda: x.softmax(5), "softmax"),
-                       (lambda: x.max(3), "max"), (lambda: x.transpose(0, 2), "transpose")]:
+    for call, name in [
+        (lambda: x.sum(2), "sum"),
+        (lambda: x.mean(-3), "mean"),
+        (lambda: x.softmax(5), "softmax"),
+        (lambda: x.max(3), "max"),
+        (lambda: x.transpose(0, 2), "transpose"),
+    ]:
         with pytest.raises(IndexError, match=f"{name}: dim"):
             call()
 

@@ -19,7 +19,14 @@ def positive(shape, seed=0):
     return mg.tensor(data, dtype=mg.float64, requires_grad=True)
 
 
-BINARY_SHAPES = [((3, 4), (3, 4)), ((3, 1), (1, 4)), ((2, 3, 4), (4,)), ((), (2, 3)), ((0, 3), (3,)), ((1,), (1,))]
+BINARY_SHAPES = [
+    ((3, 4), (3, 4)),
+    ((3, 1), (1, 4)),
+    ((2, 3, 4), (4,)),
+    ((), (2, 3)),
+    ((0, 3), (3,)),
+    ((1,), (1,)),
+]
 
 
 @pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
@@ -27,8 +34,12 @@ BINARY_SHAPES = [((3, 4), (3, 4)), ((3, 1), (1, 4)), ((2, 3, 4), (4,)), ((), (2,
 def test_binary(backend, op, sa, sb):
     a = t(sa, 1)
     b = positive(sb, 2) if op == "div" else t(sb, 2)
-    fn = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y,
-          "mul": lambda x, y: x * y, "div": lambda x, y: x / y}[op]
+    fn = {
+        "add": lambda x, y: x + y,
+        "sub": lambda x, y: x - y,
+        "mul": lambda x, y: x * y,
+        "div": lambda x, y: x / y,
+    }[op]
     assert mg.gradcheck(fn, [a, b])
     assert mg.gradcheck(lambda x: fn(x, 1.5), [a])
     assert mg.gradcheck(lambda y: fn(2.5, y), [b])
@@ -47,14 +58,21 @@ def test_pow(backend, shape):
 @pytest.mark.parametrize("op", ["neg", "exp", "log", "sqrt", "abs"])
 def test_unary(backend, shape, op):
     x = positive(shape) if op in ("log", "sqrt") else t(shape, low=0.1)
-    fn = {"neg": lambda v: -v, "exp": lambda v: v.exp(), "log": lambda v: v.log(),
-          "sqrt": lambda v: v.sqrt(), "abs": lambda v: v.abs()}[op]
+    fn = {
+        "neg": lambda v: -v,
+        "exp": lambda v: v.exp(),
+        "log": lambda v: v.log(),
+        "sqrt": lambda v: v.sqrt(),
+        "abs": lambda v: v.abs(),
+    }[op]
     assert mg.gradcheck(fn, [x])
 
 
 @pytest.mark.parametrize(("lo", "hi"), [(-0.5, 0.5), (None, 0.3), (-0.2, None)])
 def test_clamp(backend, lo, hi):
-    x = mg.tensor(np.array([-1.3, -0.45, 0.05, 0.4, 0.9, 2.0]), dtype=mg.float64, requires_grad=True)
+    x = mg.tensor(
+        np.array([-1.3, -0.45, 0.05, 0.4, 0.9, 2.0]), dtype=mg.float64, requires_grad=True
+    )
     assert mg.gradcheck(lambda v: v.clamp(lo, hi), [x])
 
 
@@ -76,13 +94,25 @@ def test_activation(backend, shape, op):
 
 
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
-@pytest.mark.parametrize(("shape", "dim"), [((3, 5), -1), ((3, 5), 0), ((2, 3, 4), 1), ((6,), 0), ((2, 0), 1)])
+@pytest.mark.parametrize(
+    ("shape", "dim"), [((3, 5), -1), ((3, 5), 0), ((2, 3, 4), 1), ((6,), 0), ((2, 0), 1)]
+)
 def test_softmax_family(backend, op, shape, dim):
     x = t(shape)
-    assert mg.gradcheck(lambda v: getattr(v, op)(dim) * mg.tensor(np.arange(1.0, 1 + v.numel()).reshape(shape)), [x])
+    assert mg.gradcheck(
+        lambda v: getattr(v, op)(dim) * mg.tensor(np.arange(1.0, 1 + v.numel()).reshape(shape)), [x]
+    )
 
 
-REDUCE_CASES = [((3, 4), None), ((3, 4), 0), ((3, 4), 1), ((2, 3, 4), (0, 2)), ((2, 3, 4), -1), ((5,), 0), ((), None)]
+REDUCE_CASES = [
+    ((3, 4), None),
+    ((3, 4), 0),
+    ((3, 4), 1),
+    ((2, 3, 4), (0, 2)),
+    ((2, 3, 4), -1),
+    ((5,), 0),
+    ((), None),
+]
 
 
 @pytest.mark.parametrize(("shape", "dim"), REDUCE_CASES)
@@ -104,7 +134,9 @@ def test_var_correction(backend):
     assert mg.gradcheck(lambda v: v.var(1, False), [x])
 
 
-@pytest.mark.parametrize(("shape", "dim"), [((3, 4), None), ((3, 4), 0), ((3, 4), 1), ((2, 3, 4), -1), ((5,), 0)])
+@pytest.mark.parametrize(
+    ("shape", "dim"), [((3, 4), None), ((3, 4), 0), ((3, 4), 1), ((2, 3, 4), -1), ((5,), 0)]
+)
 @pytest.mark.parametrize("keepdim", [False, True])
 def test_max(backend, shape, dim, keepdim):
     x = t(shape)
@@ -156,8 +188,18 @@ def test_cat_with_empty_piece(backend):
     assert mg.gradcheck(lambda u, v: mg.cat([u, v]) * 2, [a, b])
 
 
-MATMUL_SHAPES = [((3, 4), (4, 5)), ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (4,)), ((2, 3, 4), (2, 4, 5)),
-                 ((2, 3, 4), (4, 5)), ((3, 4), (2, 4, 5)), ((0, 4), (4, 5)), ((3, 0), (0, 5)), ((1, 1), (1, 1))]
+MATMUL_SHAPES = [
+    ((3, 4), (4, 5)),
+    ((4,), (4, 5)),
+    ((3, 4), (4,)),
+    ((4,), (4,)),
+    ((2, 3, 4), (2, 4, 5)),
+    ((2, 3, 4), (4, 5)),
+    ((3, 4), (2, 4, 5)),
+    ((0, 4), (4, 5)),
+    ((3, 0), (0, 5)),
+    ((1, 1), (1, 1)),
+]
 
 
 @pytest.mark.parametrize(("sa", "sb"), MATMUL_SHAPES)

@@ -113,7 +113,9 @@ def _configure_from_environment() -> None:
 
     wanted = os.environ.get("MINIGRAD_BACKEND", "").strip().lower()
     if wanted not in ("", "c", "numpy"):
-        warnings.warn(f"MINIGRAD_BACKEND={wanted!r} is not 'c' or 'numpy'; ignoring it", stacklevel=2)
+        warnings.warn(
+            f"MINIGRAD_BACKEND={wanted!r} is not 'c' or 'numpy'; ignoring it", stacklevel=2
+        )
         wanted = ""
     if wanted == "numpy":
         set_backend("numpy")

@@ -83,7 +83,9 @@ class Backend:
         """``x if x > 0 else negative_slope * x``."""
         raise NotImplementedError
 
-    def leaky_relu_backward(self, gy: np.ndarray, x: np.ndarray, negative_slope: float) -> np.ndarray:
+    def leaky_relu_backward(
+        self, gy: np.ndarray, x: np.ndarray, negative_slope: float
+    ) -> np.ndarray:
         """``gy if x > 0 else negative_slope * gy`` from the forward's input x."""
         raise NotImplementedError
 
@@ -201,7 +203,9 @@ class Backend:
         """L2 norm of each row of x (R, K), accumulated in float64, returned in x's dtype."""
         raise NotImplementedError
 
-    def adaptive_clip_(self, grad: np.ndarray, param: np.ndarray, clipping: float, eps: float) -> None:
+    def adaptive_clip_(
+        self, grad: np.ndarray, param: np.ndarray, clipping: float, eps: float
+    ) -> None:
         """Unit-wise adaptive gradient clipping (Brock et al. 2021, timm's rule), in place.
 
         grad and param are (R, K): row i is one output unit. Where
@@ -259,7 +263,9 @@ class Backend:
         raise NotImplementedError
 
     # -- statistics ---------------------------------------------------------------
-    def tensor_stats(self, x: np.ndarray, threshold: float = np.inf, center: float = 0.0) -> TensorStats:
+    def tensor_stats(
+        self, x: np.ndarray, threshold: float = np.inf, center: float = 0.0
+    ) -> TensorStats:
         """One-pass summary of x; ``n_above`` counts finite elements with
         ``|x - center| > threshold`` (e.g. center 0.5, threshold 0.49 counts
         saturated sigmoid outputs)."""

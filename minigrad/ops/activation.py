@@ -11,7 +11,9 @@ from ..autograd import Function
 
 def _float_input(op: str, x: np.ndarray) -> np.ndarray:
     if x.dtype.kind != "f":
-        raise TypeError(f"{op}: input has dtype {x.dtype}; it needs float32 or float64 (use .float())")
+        raise TypeError(
+            f"{op}: input has dtype {x.dtype}; it needs float32 or float64 (use .float())"
+        )
     return x
 
 

@@ -92,12 +92,13 @@ class Pow(Function):
     def backward(ctx, grad):
         base, exponent, y = ctx.saved_tensors
         g_base = g_exp = None
-        if ctx.needs_input_grad[0]:
-            g_base = grad * exponent * np.power(base, exponent - 1)
-        if ctx.needs_input_grad[1]:
-            # d(b^e)/de = b^e log b; where b == 0 (and so y == 0) the limit is 0, not NaN
-            with np.errstate(divide="ignore", invalid="ignore"):
-                g_exp = np.where(y == 0, 0, grad * y * np.log(base))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if ctx.needs_input_grad[0]:
+                # d(b^e)/db = e b^(e-1), taken as 0 where e == 0 (b^0 is constant, even at b = 0)
+                g_base = np.where(exponent == 0, 0, grad * exponent * np.power(base, exponent - 1))
+            if ctx.needs_input_grad[1]:
+                # d(b^e)/de = b^e log b, taken as 0 at b == 0 with e >= 0 (its limit there)
+                g_exp = np.where((base == 0) & (exponent >= 0), 0, grad * y * np.log(base))
         return g_base, g_exp
 
 
@@ -148,7 +149,8 @@ class Abs(Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return grad * np.sign(x)  # 0 at x == 0, as in PyTorch
+        # sign(x), but 0 (not NaN) at x == 0 and at NaN, as in PyTorch
+        return grad * ((x > 0).astype(grad.dtype) - (x < 0))
 
 
 class Clamp(Function):

@@ -41,14 +41,18 @@ class MatMul(Function):
         try:
             return np.matmul(a, b)
         except ValueError:
-            raise ValueError(f"matmul: batch dims of {a.shape} and {b.shape} do not broadcast") from None
+            raise ValueError(
+                f"matmul: batch dims of {a.shape} and {b.shape} do not broadcast"
+            ) from None
 
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
-        if ctx.ndims == (2, 2) and grad.dtype.kind == "f" and all(
-            x is None or x.dtype == grad.dtype for x in (a, b)
+        if (
+            ctx.ndims == (2, 2)
+            and grad.dtype.kind == "f"
+            and all(x is None or x.dtype == grad.dtype for x in (a, b))
         ):
             gemm = backend.active.gemm
             return (

@@ -71,7 +71,7 @@ class Max(Function):
     @staticmethod
     def backward(ctx, grad):
         x, y = ctx.saved_tensors
-        winners = x == y
+        winners = np.isnan(x) if np.isnan(y) else x == y  # a NaN max came from the NaNs
         return winners * (grad / np.count_nonzero(winners))
 
 
@@ -90,5 +90,7 @@ class MaxAlongDim(Function):
     def backward(ctx, grad):
         (indices,) = ctx.saved_tensors
         g = np.zeros(ctx.shape or (1,), dtype=grad.dtype)
-        np.put_along_axis(g, indices, grad if ctx.keepdim else np.expand_dims(grad, ctx.axis), ctx.axis)
+        np.put_along_axis(
+            g, indices, grad if ctx.keepdim else np.expand_dims(grad, ctx.axis), ctx.axis
+        )
         return g.reshape(ctx.shape)

@@ -39,7 +39,9 @@ def _is_basic(index) -> bool:
     """Basic indexing (ints, slices, None, ...) selects each element at most once."""
     parts = index if isinstance(index, tuple) else (index,)
     return all(
-        p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) and not isinstance(p, bool)
+        p is None
+        or p is Ellipsis
+        or (isinstance(p, (int, np.integer, slice)) and not isinstance(p, bool))
         for p in parts
     )
 
