@@ -29,8 +29,9 @@ import numpy as np
 class TensorStats(NamedTuple):
     """Summary of one array from a single pass (see ``Backend.tensor_stats``).
 
-    ``sum``, ``sumsq`` and ``max_abs`` are over the finite elements only; the
-    non-finite ones are counted in ``n_nan`` and ``n_inf`` instead.
+    ``count`` is every element. ``sum``, ``sumsq``, ``max_abs``, ``n_zero``
+    and ``n_above`` are over the finite elements only; the non-finite ones are
+    counted in ``n_nan`` and ``n_inf`` instead.
     """
 
     count: int
@@ -65,8 +66,9 @@ class Backend:
 
         ``op(x)`` is ``x.T`` when ``trans_x`` is set; a and b are 2-D. When
         ``out`` is None a new (M, N) array is returned and ``beta`` is ignored;
-        otherwise ``out`` is written and returned. ``bias`` (N,) is added to
-        every row after the scaling.
+        otherwise ``out`` is written and returned. As in BLAS, ``beta == 0``
+        means ``out`` is not read (it may hold garbage or NaN). ``bias`` (N,)
+        is added to every row after the scaling.
         """
         raise NotImplementedError
 
@@ -76,7 +78,8 @@ class Backend:
         raise NotImplementedError
 
     def relu_backward(self, gy: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """``gy * (y > 0)`` from the forward's output y."""
+        """``0 if y <= 0 else gy`` from the forward's output y (PyTorch's rule:
+        an inf gy on an off unit gives 0, a NaN unit passes gy)."""
         raise NotImplementedError
 
     def leaky_relu_forward(self, x: np.ndarray, negative_slope: float) -> np.ndarray:
@@ -268,5 +271,5 @@ class Backend:
     ) -> TensorStats:
         """One-pass summary of x; ``n_above`` counts finite elements with
         ``|x - center| > threshold`` (e.g. center 0.5, threshold 0.49 counts
-        saturated sigmoid outputs)."""
+        saturated sigmoid outputs); the comparison is made in float64."""
         raise NotImplementedError
