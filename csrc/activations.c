@@ -1,0 +1,540 @@
+/*
+ * activations.c - elementwise activations, forward and backward, float and
+ * double, each one pass over the data (see minigrad.h for the formulas).
+ *
+ * How the file is put together, bottom-up:
+ *
+ * 1. The math of one element, as small inline functions of a scalar
+ *    (relu_f32(x), gelu_erf_grad_f64(x), ...).
+ * 2. Loops that apply one of them to n contiguous elements. Each loop is
+ *    written once and compiled three times: plain C (the reference for the
+ *    others and the path on any CPU), and with the target attribute for
+ *    AVX2+FMA and for AVX-512, so GCC auto-vectorizes each copy for its
+ *    instruction set. No -ffast-math: results are bit-identical across the
+ *    three, because vector IEEE add/mul/div/compare round exactly like the
+ *    scalar ones, and in ISO C mode (-std=c11) GCC does not fuse a*b+c into
+ *    an FMA behind our back (the fma() calls below are exact everywhere).
+ *    Loops that call libm (exp, tanh, erfc) stay scalar for now.
+ * 3. A table per element type with one row of loop pointers per
+ *    instruction set, indexed by mg_simd_level() (chosen once at run time).
+ * 4. The public kernels: pick the row, split large arrays across OpenMP
+ *    threads, and run the loop on each thread's share.
+ *
+ * Steps 1, 2 and 4 are macros taking the element type T and its suffix S
+ * (f32 or f64), so float and double share one text. The macros define
+ * functions only; every variable is declared in plain sight inside them.
+ */
+#include <math.h>
+#include <stddef.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "minigrad.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define MG_X86_PATHS 1
+#define MG_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define MG_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw")))
+#else
+#define MG_X86_PATHS 0
+#endif
+
+/* ---- threads ----------------------------------------------------------- */
+
+/* Below this many elements a kernel runs on the calling thread: a parallel
+ * region costs a few microseconds to start, about what relu needs for 64K
+ * floats. */
+#define MG_PARALLEL_MIN ((size_t)1 << 16)
+
+/* Small arrays skip OpenMP altogether, not just via an if() clause: even a
+ * one-thread region costs libgomp about half a microsecond, as much as the
+ * whole kernel on a few hundred elements. */
+static inline int use_threads(size_t n)
+{
+    return n >= MG_PARALLEL_MIN && mg_get_num_threads() > 1;
+}
+
+#ifdef _OPENMP
+#define MG_OMP_PARALLEL _Pragma("omp parallel num_threads(mg_get_num_threads())")
+#else
+#define MG_OMP_PARALLEL
+#endif
+
+/* A thread's share [lo, lo + len) of n elements: contiguous, the shares in
+ * thread order, each starting on a multiple of 16 elements (64 bytes of
+ * floats) so no two threads write the same cache line. */
+typedef struct {
+    size_t lo;
+    size_t len;
+} mg_range;
+
+static mg_range thread_share(size_t n)
+{
+    mg_range r = {0, n};
+#ifdef _OPENMP
+    size_t nt = (size_t)omp_get_num_threads();
+    size_t t = (size_t)omp_get_thread_num();
+
+    if (nt > 1) {
+        size_t chunk = n / nt + (n % nt != 0);
+
+        chunk = (chunk + 15) & ~(size_t)15;
+        r.lo = t <= n / chunk ? t * chunk : n;
+        r.len = n - r.lo < chunk ? n - r.lo : chunk;
+    }
+#endif
+    return r;
+}
+
+/* ---- 1. the math of one element ----------------------------------------- */
+
+/* The constants as double literals; (T) rounds them once for float. */
+#define MG_SQRT1_2 0.70710678118654752440      /* 1 / sqrt(2) */
+#define MG_SQRT1_2_LO (-4.833646656726457e-17) /* 1 / sqrt(2) - (double)MG_SQRT1_2 */
+#define MG_2_SQRTPI 1.12837916709551257390     /* 2 / sqrt(pi) */
+#define MG_INV_SQRT_2PI 0.39894228040143267794 /* 1 / sqrt(2 pi) */
+#define MG_SQRT_2_PI 0.79788456080286535588    /* sqrt(2 / pi) */
+#define MG_GELU_KAPPA 0.044715
+
+/*
+ * Exact GELU needs Phi(x) = erfc(-x / sqrt(2)) / 2 and the Gaussian
+ * exp(-x^2 / 2) to stay accurate far into the left tail, where
+ * relative errors in the argument get multiplied: erfc(v) and exp(-v^2) both
+ * change by a factor of about 1 + 2 v^2 d for a relative change d in v, so
+ * the rounding of x / sqrt(2) or x * x alone would cost about x^2 ulp (over
+ * 1000 ulp at x = -37). Both helpers carry the rounding error of that
+ * product (exactly, via fma) and apply it as a first-order correction.
+ * They work in double; the float kernels call them too and round once at
+ * the end, which also spares float the erfcf argument problem.
+ */
+
+/* exp(-x^2 / 2) to a few ulp: x * x = sq + sq_lo exactly. */
+static inline double gaussian(double x)
+{
+    double sq = x * x;
+    double sq_lo = fma(x, x, -sq);
+
+    return exp(-0.5 * sq) * (1.0 - 0.5 * sq_lo);
+}
+
+/* Phi(x) to a few ulp, given gaussian(x): with -x / sqrt(2) = v + v_lo,
+ * erfc(v + v_lo) = erfc(v) - 2 / sqrt(pi) * exp(-v^2) * v_lo to first order. */
+static inline double normal_cdf(double x, double gauss)
+{
+    double v = -x * MG_SQRT1_2;
+    double v_lo = fma(-x, MG_SQRT1_2, -v) - x * MG_SQRT1_2_LO;
+
+    return 0.5 * (erfc(v) - MG_2_SQRTPI * gauss * v_lo);
+}
+
+/* Beyond |x| = 39, Phi(x) is exactly 0 or 1 in double and exp(-x^2 / 2)
+ * exactly 0, so evaluating them at the clamped x changes no result and keeps
+ * x = +-inf from turning into inf * 0 = NaN: the kernels give the limits,
+ * gelu(-inf) = 0 and gelu'(-inf) = 0, gelu'(+inf) = 1. NaN passes through. */
+static inline double gelu_erf_clamp(double x)
+{
+    return x < -39.0 ? -39.0 : (x > 39.0 ? 39.0 : x);
+}
+
+static inline double gelu_erf_double(double x)
+{
+    double xc = gelu_erf_clamp(x);
+    double cdf = normal_cdf(xc, gaussian(xc));
+
+    /* x itself where Phi is exactly 1, so that gelu(+inf) = inf; below -39,
+     * xc * 0 = -0 where x * 0 would be NaN for x = -inf. */
+    return (x < -39.0 ? xc : x) * cdf;
+}
+
+/* gelu'(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi). */
+static inline double gelu_erf_slope_double(double x)
+{
+    double xc = gelu_erf_clamp(x);
+    double gauss = gaussian(xc);
+
+    return normal_cdf(xc, gauss) + gauss * xc * MG_INV_SQRT_2PI;
+}
+
+/* The tanh form is PyTorch's formula in the element type itself. For
+ * |x| > 1e4, tanh(u) is exactly +-1, so clamping x there changes no finite
+ * result and keeps x = +-inf from making inf * 0. */
+#define MG_GELU_TANH_LIMIT 1e4
+
+#define DEFINE_ELEMENT_MATH(T, S, EXP, TANH)                                             \
+    /* x < 0 rather than x > 0 so that NaN, failing the test, passes through. */         \
+    static inline T relu_##S(T x)                                                        \
+    {                                                                                    \
+        return x < 0 ? (T)0 : x;                                                         \
+    }                                                                                    \
+    /* A select, not gy * (y > 0): an infinite gy where the unit is off gives */         \
+    /* 0, not NaN. Testing y <= 0, as PyTorch does, lets a NaN unit pass gy. */          \
+    static inline T relu_grad_##S(T gy, T y)                                             \
+    {                                                                                    \
+        return y <= 0 ? (T)0 : gy;                                                       \
+    }                                                                                    \
+    static inline T leaky_relu_##S(T x, T slope)                                         \
+    {                                                                                    \
+        return x > 0 ? x : slope * x;                                                    \
+    }                                                                                    \
+    static inline T leaky_relu_grad_##S(T gy, T x, T slope)                              \
+    {                                                                                    \
+        return x > 0 ? gy : slope * gy;                                                  \
+    }                                                                                    \
+    /* e = exp(-|x|) is at most 1: 1 / (1 + exp(-x)) would overflow exp for */           \
+    /* x < -88 in float and flush sigmoid's tiny values to 0; e / (1 + e) */             \
+    /* keeps them to full relative precision. */                                         \
+    static inline T sigmoid_##S(T x)                                                     \
+    {                                                                                    \
+        T e = EXP(x >= 0 ? -x : x);                                                      \
+        return (x >= 0 ? (T)1 : e) / ((T)1 + e);                                         \
+    }                                                                                    \
+    static inline T sigmoid_grad_##S(T gy, T y)                                          \
+    {                                                                                    \
+        return ((T)1 - y) * y * gy;                                                      \
+    }                                                                                    \
+    static inline T tanh_##S(T x)                                                        \
+    {                                                                                    \
+        return TANH(x);                                                                  \
+    }                                                                                    \
+    static inline T tanh_grad_##S(T gy, T y)                                             \
+    {                                                                                    \
+        return ((T)1 - y * y) * gy;                                                      \
+    }                                                                                    \
+    static inline T gelu_erf_##S(T x)                                                    \
+    {                                                                                    \
+        return (T)gelu_erf_double(x);                                                    \
+    }                                                                                    \
+    static inline T gelu_erf_grad_##S(T gy, T x)                                         \
+    {                                                                                    \
+        return (T)(gelu_erf_slope_double(x) * gy);                                       \
+    }                                                                                    \
+    static inline T gelu_tanh_##S(T x)                                                   \
+    {                                                                                    \
+        T xc = x < (T)-MG_GELU_TANH_LIMIT ? (T)-MG_GELU_TANH_LIMIT : x;                  \
+        T u = (T)MG_SQRT_2_PI * (xc + (T)MG_GELU_KAPPA * (xc * xc * xc));                \
+        return (T)0.5 * xc * ((T)1 + TANH(u));                                           \
+    }                                                                                    \
+    static inline T gelu_tanh_grad_##S(T gy, T x)                                        \
+    {                                                                                    \
+        T lim = (T)MG_GELU_TANH_LIMIT;                                                   \
+        T xc = x < -lim ? -lim : (x > lim ? lim : x);                                    \
+        T t = TANH((T)MG_SQRT_2_PI * (xc + (T)MG_GELU_KAPPA * (xc * xc * xc)));          \
+        T du = (T)MG_SQRT_2_PI * ((T)1 + (T)(3 * MG_GELU_KAPPA) * (xc * xc));            \
+        T left = (T)0.5 * ((T)1 + t);                                                    \
+        T right = (T)0.5 * xc * ((T)1 - t * t) * du;                                     \
+        return (left + right) * gy;                                                      \
+    }
+
+DEFINE_ELEMENT_MATH(float, f32, expf, tanhf)
+DEFINE_ELEMENT_MATH(double, f64, exp, tanh)
+
+/* ---- 2. loops over n elements, one copy per instruction set -------------- */
+
+/* Loop signatures, named so the tables below can hold them. */
+#define DEFINE_LOOP_TYPES(T, S)                                                          \
+    typedef void unary_loop_##S(size_t n, T *restrict y, const T *restrict x);           \
+    typedef void unary_param_loop_##S(size_t n, T *restrict y, const T *restrict x,      \
+                                      T param);                                          \
+    typedef void unary_flag_loop_##S(size_t n, T *restrict y, const T *restrict x,       \
+                                     int flag);                                          \
+    typedef void binary_loop_##S(size_t n, T *restrict gx, const T *restrict gy,         \
+                                 const T *restrict s);                                   \
+    typedef void binary_param_loop_##S(size_t n, T *restrict gx, const T *restrict gy,   \
+                                       const T *restrict s, T param);                    \
+    typedef void binary_flag_loop_##S(size_t n, T *restrict gx, const T *restrict gy,    \
+                                      const T *restrict s, int flag);
+
+DEFINE_LOOP_TYPES(float, f32)
+DEFINE_LOOP_TYPES(double, f64)
+
+/* TARGET is the attribute that picks the instruction set (empty for the
+ * generic copy). The element functions above have no attribute, so GCC may
+ * inline them into every copy (their instruction set is a subset). */
+#define DEFINE_LOOPS(T, S, ISA, TARGET)                                                  \
+    TARGET static void relu_forward_##S##_##ISA(size_t n, T *restrict y,                 \
+                                                const T *restrict x)                     \
+    {                                                                                    \
+        for (size_t i = 0; i < n; i++)                                                   \
+            y[i] = relu_##S(x[i]);                                                       \
+    }                                                                                    \
+    TARGET static void relu_backward_##S##_##ISA(size_t n, T *restrict gx,               \
+                                                 const T *restrict gy,                   \
+                                                 const T *restrict y)                    \
+    {                                                                                    \
+        for (size_t i = 0; i < n; i++)                                                   \
+            gx[i] = relu_grad_##S(gy[i], y[i]);                                          \
+    }                                                                                    \
+    TARGET static void leaky_relu_forward_##S##_##ISA(size_t n, T *restrict y,           \
+                                                      const T *restrict x, T slope)      \
+    {                                                                                    \
+        for (size_t i = 0; i < n; i++)                                                   \
+            y[i] = leaky_relu_##S(x[i], slope);                                          \
+    }                                                                                    \
+    TARGET static void leaky_relu_backward_##S##_##ISA(                                  \
+        size_t n, T *restrict gx, const T *restrict gy, const T *restrict x, T slope)    \
+    {                                                                                    \
+        for (size_t i = 0; i < n; i++)                                                   \
+            gx[i] = leaky_relu_grad_##S(gy[i], x[i], slope);                             \
+    }                                                                                    \
+    TARGET static void sigmoid_forward_##S##_##ISA(size_t n, T *restrict y,              \
+                                                   const T *restrict x)                  \
+    {                                                                                    \
+        for (size_t i = 0; i < n; i++)                                                   \
+            y[i] = sigmoid_##S(x[i]);                                                    \
+    }                                                                                    \
+    TARGET static void sigmoid_backward_##S##_##ISA(size_t n, T *restrict gx,            \
+                                                    const T *restrict gy,                \
+                                                    const T *restrict y)                 \
+    {                                                                                    \
+        for (size_t i = 0; i < n; i++)                                                   \
+            gx[i] = sigmoid_grad_##S(gy[i], y[i]);                                       \
+    }                                                                                    \
+    TARGET static void tanh_forward_##S##_##ISA(size_t n, T *restrict y,                 \
+                                                const T *restrict x)                     \
+    {                                                                                    \
+        for (size_t i = 0; i < n; i++)                                                   \
+            y[i] = tanh_##S(x[i]);                                                       \
+    }                                                                                    \
+    TARGET static void tanh_backward_##S##_##ISA(size_t n, T *restrict gx,               \
+                                                 const T *restrict gy,                   \
+                                                 const T *restrict y)                    \
+    {                                                                                    \
+        for (size_t i = 0; i < n; i++)                                                   \
+            gx[i] = tanh_grad_##S(gy[i], y[i]);                                          \
+    }                                                                                    \
+    /* The form is chosen once, outside the loop, so each loop stays a */                \
+    /* straight run of one formula. */                                                   \
+    TARGET static void gelu_forward_##S##_##ISA(size_t n, T *restrict y,                 \
+                                                const T *restrict x, int approximate)    \
+    {                                                                                    \
+        if (approximate) {                                                               \
+            for (size_t i = 0; i < n; i++)                                               \
+                y[i] = gelu_tanh_##S(x[i]);                                              \
+        } else {                                                                         \
+            for (size_t i = 0; i < n; i++)                                               \
+                y[i] = gelu_erf_##S(x[i]);                                               \
+        }                                                                                \
+    }                                                                                    \
+    TARGET static void gelu_backward_##S##_##ISA(                                        \
+        size_t n, T *restrict gx, const T *restrict gy, const T *restrict x,             \
+        int approximate)                                                                 \
+    {                                                                                    \
+        if (approximate) {                                                               \
+            for (size_t i = 0; i < n; i++)                                               \
+                gx[i] = gelu_tanh_grad_##S(gy[i], x[i]);                                 \
+        } else {                                                                         \
+            for (size_t i = 0; i < n; i++)                                               \
+                gx[i] = gelu_erf_grad_##S(gy[i], x[i]);                                  \
+        }                                                                                \
+    }
+
+#define MG_NO_TARGET
+DEFINE_LOOPS(float, f32, generic, MG_NO_TARGET)
+DEFINE_LOOPS(double, f64, generic, MG_NO_TARGET)
+#if MG_X86_PATHS
+DEFINE_LOOPS(float, f32, avx2, MG_TARGET_AVX2)
+DEFINE_LOOPS(double, f64, avx2, MG_TARGET_AVX2)
+DEFINE_LOOPS(float, f32, avx512, MG_TARGET_AVX512)
+DEFINE_LOOPS(double, f64, avx512, MG_TARGET_AVX512)
+#endif
+
+/* ---- 3. one row of loops per instruction set ---------------------------- */
+
+#define DEFINE_LOOP_TABLE_TYPE(S)                                                        \
+    typedef struct {                                                                     \
+        unary_loop_##S *relu_forward;                                                    \
+        binary_loop_##S *relu_backward;                                                  \
+        unary_param_loop_##S *leaky_relu_forward;                                        \
+        binary_param_loop_##S *leaky_relu_backward;                                      \
+        unary_loop_##S *sigmoid_forward;                                                 \
+        binary_loop_##S *sigmoid_backward;                                               \
+        unary_loop_##S *tanh_forward;                                                    \
+        binary_loop_##S *tanh_backward;                                                  \
+        unary_flag_loop_##S *gelu_forward;                                               \
+        binary_flag_loop_##S *gelu_backward;                                             \
+    } loop_table_##S;
+
+DEFINE_LOOP_TABLE_TYPE(f32)
+DEFINE_LOOP_TABLE_TYPE(f64)
+
+#define LOOP_TABLE_ROW(S, ISA)                                                           \
+    {                                                                                    \
+        .relu_forward = relu_forward_##S##_##ISA,                                        \
+        .relu_backward = relu_backward_##S##_##ISA,                                      \
+        .leaky_relu_forward = leaky_relu_forward_##S##_##ISA,                            \
+        .leaky_relu_backward = leaky_relu_backward_##S##_##ISA,                          \
+        .sigmoid_forward = sigmoid_forward_##S##_##ISA,                                  \
+        .sigmoid_backward = sigmoid_backward_##S##_##ISA,                                \
+        .tanh_forward = tanh_forward_##S##_##ISA,                                        \
+        .tanh_backward = tanh_backward_##S##_##ISA,                                      \
+        .gelu_forward = gelu_forward_##S##_##ISA,                                        \
+        .gelu_backward = gelu_backward_##S##_##ISA,                                      \
+    }
+
+/* Indexed by mg_simd_level(), which never exceeds what was compiled here. */
+static const loop_table_f32 loops_f32[] = {
+    LOOP_TABLE_ROW(f32, generic),
+#if MG_X86_PATHS
+    LOOP_TABLE_ROW(f32, avx2),
+    LOOP_TABLE_ROW(f32, avx512),
+#endif
+};
+static const loop_table_f64 loops_f64[] = {
+    LOOP_TABLE_ROW(f64, generic),
+#if MG_X86_PATHS
+    LOOP_TABLE_ROW(f64, avx2),
+    LOOP_TABLE_ROW(f64, avx512),
+#endif
+};
+
+/* ---- 4. the public kernels ---------------------------------------------- */
+
+/* Each kernel reads its loop from the row for the running CPU and runs it
+ * on the calling thread, or for large arrays on every thread of a parallel
+ * region, each on its own share of the elements. */
+#define DEFINE_KERNELS(T, S)                                                             \
+    int mg_relu_forward_##S(size_t n, T *y, const T *x)                                  \
+    {                                                                                    \
+        unary_loop_##S *loop = loops_##S[mg_simd_level()].relu_forward;                  \
+        if (!use_threads(n)) {                                                           \
+            loop(n, y, x);                                                               \
+            return 0;                                                                    \
+        }                                                                                \
+        MG_OMP_PARALLEL                                                                  \
+        {                                                                                \
+            mg_range r = thread_share(n);                                                \
+            loop(r.len, y + r.lo, x + r.lo);                                             \
+        }                                                                                \
+        return 0;                                                                        \
+    }                                                                                    \
+    int mg_relu_backward_##S(size_t n, T *gx, const T *gy, const T *y)                   \
+    {                                                                                    \
+        binary_loop_##S *loop = loops_##S[mg_simd_level()].relu_backward;                \
+        if (!use_threads(n)) {                                                           \
+            loop(n, gx, gy, y);                                                          \
+            return 0;                                                                    \
+        }                                                                                \
+        MG_OMP_PARALLEL                                                                  \
+        {                                                                                \
+            mg_range r = thread_share(n);                                                \
+            loop(r.len, gx + r.lo, gy + r.lo, y + r.lo);                                 \
+        }                                                                                \
+        return 0;                                                                        \
+    }                                                                                    \
+    int mg_leaky_relu_forward_##S(size_t n, T *y, const T *x, T slope)                   \
+    {                                                                                    \
+        unary_param_loop_##S *loop = loops_##S[mg_simd_level()].leaky_relu_forward;      \
+        if (!use_threads(n)) {                                                           \
+            loop(n, y, x, slope);                                                        \
+            return 0;                                                                    \
+        }                                                                                \
+        MG_OMP_PARALLEL                                                                  \
+        {                                                                                \
+            mg_range r = thread_share(n);                                                \
+            loop(r.len, y + r.lo, x + r.lo, slope);                                      \
+        }                                                                                \
+        return 0;                                                                        \
+    }                                                                                    \
+    int mg_leaky_relu_backward_##S(size_t n, T *gx, const T *gy, const T *x, T slope)    \
+    {                                                                                    \
+        binary_param_loop_##S *loop = loops_##S[mg_simd_level()].leaky_relu_backward;    \
+        if (!use_threads(n)) {                                                           \
+            loop(n, gx, gy, x, slope);                                                   \
+            return 0;                                                                    \
+        }                                                                                \
+        MG_OMP_PARALLEL                                                                  \
+        {                                                                                \
+            mg_range r = thread_share(n);                                                \
+            loop(r.len, gx + r.lo, gy + r.lo, x + r.lo, slope);                          \
+        }                                                                                \
+        return 0;                                                                        \
+    }                                                                                    \
+    int mg_sigmoid_forward_##S(size_t n, T *y, const T *x)                               \
+    {                                                                                    \
+        unary_loop_##S *loop = loops_##S[mg_simd_level()].sigmoid_forward;               \
+        if (!use_threads(n)) {                                                           \
+            loop(n, y, x);                                                               \
+            return 0;                                                                    \
+        }                                                                                \
+        MG_OMP_PARALLEL                                                                  \
+        {                                                                                \
+            mg_range r = thread_share(n);                                                \
+            loop(r.len, y + r.lo, x + r.lo);                                             \
+        }                                                                                \
+        return 0;                                                                        \
+    }                                                                                    \
+    int mg_sigmoid_backward_##S(size_t n, T *gx, const T *gy, const T *y)                \
+    {                                                                                    \
+        binary_loop_##S *loop = loops_##S[mg_simd_level()].sigmoid_backward;             \
+        if (!use_threads(n)) {                                                           \
+            loop(n, gx, gy, y);                                                          \
+            return 0;                                                                    \
+        }                                                                                \
+        MG_OMP_PARALLEL                                                                  \
+        {                                                                                \
+            mg_range r = thread_share(n);                                                \
+            loop(r.len, gx + r.lo, gy + r.lo, y + r.lo);                                 \
+        }                                                                                \
+        return 0;                                                                        \
+    }                                                                                    \
+    int mg_tanh_forward_##S(size_t n, T *y, const T *x)                                  \
+    {                                                                                    \
+        unary_loop_##S *loop = loops_##S[mg_simd_level()].tanh_forward;                  \
+        if (!use_threads(n)) {                                                           \
+            loop(n, y, x);                                                               \
+            return 0;                                                                    \
+        }                                                                                \
+        MG_OMP_PARALLEL                                                                  \
+        {                                                                                \
+            mg_range r = thread_share(n);                                                \
+            loop(r.len, y + r.lo, x + r.lo);                                             \
+        }                                                                                \
+        return 0;                                                                        \
+    }                                                                                    \
+    int mg_tanh_backward_##S(size_t n, T *gx, const T *gy, const T *y)                   \
+    {                                                                                    \
+        binary_loop_##S *loop = loops_##S[mg_simd_level()].tanh_backward;                \
+        if (!use_threads(n)) {                                                           \
+            loop(n, gx, gy, y);                                                          \
+            return 0;                                                                    \
+        }                                                                                \
+        MG_OMP_PARALLEL                                                                  \
+        {                                                                                \
+            mg_range r = thread_share(n);                                                \
+            loop(r.len, gx + r.lo, gy + r.lo, y + r.lo);                                 \
+        }                                                                                \
+        return 0;                                                                        \
+    }                                                                                    \
+    int mg_gelu_forward_##S(size_t n, T *y, const T *x, int approximate)                 \
+    {                                                                                    \
+        unary_flag_loop_##S *loop = loops_##S[mg_simd_level()].gelu_forward;             \
+        if (!use_threads(n)) {                                                           \
+            loop(n, y, x, approximate);                                                  \
+            return 0;                                                                    \
+        }                                                                                \
+        MG_OMP_PARALLEL                                                                  \
+        {                                                                                \
+            mg_range r = thread_share(n);                                                \
+            loop(r.len, y + r.lo, x + r.lo, approximate);                                \
+        }                                                                                \
+        return 0;                                                                        \
+    }                                                                                    \
+    int mg_gelu_backward_##S(size_t n, T *gx, const T *gy, const T *x, int approximate)  \
+    {                                                                                    \
+        binary_flag_loop_##S *loop = loops_##S[mg_simd_level()].gelu_backward;           \
+        if (!use_threads(n)) {                                                           \
+            loop(n, gx, gy, x, approximate);                                             \
+            return 0;                                                                    \
+        }                                                                                \
+        MG_OMP_PARALLEL                                                                  \
+        {                                                                                \
+            mg_range r = thread_share(n);                                                \
+            loop(r.len, gx + r.lo, gy + r.lo, x + r.lo, approximate);                    \
+        }                                                                                \
+        return 0;                                                                        \
+    }
+
+DEFINE_KERNELS(float, f32)
+DEFINE_KERNELS(double, f64)

@@ -1,0 +1,632 @@
+"""The C activation kernels against the NumPy reference backend.
+
+Every activation, forward and backward, float32 and float64, is run through
+``CBackend`` and ``NumpyBackend`` on the same inputs. Tolerances:
+
+- relu and leaky_relu, forward and backward: exactly equal (selects and one
+  multiply; there is nothing to round differently).
+- sigmoid, tanh, gelu: ``|c - ref| <= rtol * |ref| + atol`` with rtol 2e-6
+  for float32 and 1e-13 for float64 (the two sides use different exp, tanh
+  and erfc implementations, each good to a few ulp). atol is the smallest
+  normal number, plus, for the two terms that cancel by design, rtol times
+  their size: ``1 + tanh(u)`` in the tanh-form GELU (so rtol * |x|) and the
+  GELU derivatives (rtol * |gy| * (1 + x^2)).
+
+The extension must be built (``pip install -e .``); set MINIGRAD_ALLOW_NO_C=1
+to skip this file instead where no compiler is available.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+if os.environ.get("MINIGRAD_ALLOW_NO_C") == "1":
+    pytest.importorskip("minigrad._C", reason="C extension not built (MINIGRAD_ALLOW_NO_C=1)")
+
+from minigrad._C import ffi, lib
+
+from minigrad.backend.c import CBackend
+from minigrad.backend.numpy import NumpyBackend
+
+C = CBackend()
+REF = NumpyBackend()
+
+DTYPES = [np.float32, np.float64]
+RTOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-13}
+SIZES = [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 127, 1000, 1 << 17]
+SIMD_LEVELS = ["generic", "avx2", "avx512"]
+
+
+def _no_scale(gy, x):
+    return 0.0
+
+
+class Op(NamedTuple):
+    """One activation as the tests drive it.
+
+    ``backward(backend, gy, x, y)`` gets both the forward's input and output
+    and passes the backend whichever of them it saves.
+    """
+
+    name: str
+    forward: Callable
+    backward: Callable
+    exact: bool = False
+    # (gy, x) -> the size of terms that cancel; rtol times it joins the bound.
+    forward_scale: Callable = _no_scale
+    backward_scale: Callable = _no_scale
+
+
+def _gelu_grad_scale(gy, x):
+    # Capped so that gy = 0 at x = inf gives 0, not 0 * inf = NaN.
+    with np.errstate(over="ignore"):
+        x_sq = np.minimum(np.square(x.astype(np.float64)), 1e300)
+    return np.abs(gy) * (1.0 + x_sq)
+
+
+OPS = [
+    Op(
+        "relu",
+        lambda b, x: b.relu_forward(x),
+        lambda b, gy, x, y: b.relu_backward(gy, y),
+        exact=True,
+    ),
+    Op(
+        "leaky_relu",
+        lambda b, x: b.leaky_relu_forward(x, 0.01),
+        lambda b, gy, x, y: b.leaky_relu_backward(gy, x, 0.01),
+        exact=True,
+    ),
+    Op(
+        "sigmoid",
+        lambda b, x: b.sigmoid_forward(x),
+        lambda b, gy, x, y: b.sigmoid_backward(gy, y),
+    ),
+    Op(
+        "tanh",
+        lambda b, x: b.tanh_forward(x),
+        lambda b, gy, x, y: b.tanh_backward(gy, y),
+    ),
+    Op(
+        "gelu",
+        lambda b, x: b.gelu_forward(x, "none"),
+        lambda b, gy, x, y: b.gelu_backward(gy, x, "none"),
+        backward_scale=_gelu_grad_scale,
+    ),
+    Op(
+        "gelu_tanh",
+        lambda b, x: b.gelu_forward(x, "tanh"),
+        lambda b, gy, x, y: b.gelu_backward(gy, x, "tanh"),
+        forward_scale=lambda gy, x: np.abs(x.astype(np.float64)),
+        backward_scale=_gelu_grad_scale,
+    ),
+]
+OP_IDS = [op.name for op in OPS]
+
+
+def special_values(dtype) -> np.ndarray:
+    """Zeros, infinities, NaN, subnormals, large and moderate magnitudes."""
+    info = np.finfo(dtype)
+    smallest_subnormal = info.smallest_subnormal
+    magnitudes = [
+        0.0,
+        smallest_subnormal,
+        info.tiny / 4,
+        info.tiny,
+        1e-30,
+        1e-8,
+        0.5,
+        0.7518,  # -0.7518 is near the zero of gelu'
+        1.0,
+        3.0,
+        10.0,
+        30.0,
+        39.5,
+        100.0,
+        1e4,
+        1e20,
+        np.inf,
+    ]
+    values = [m for v in magnitudes for m in (v, -v)] + [np.nan]
+    return np.array(values, dtype=dtype)
+
+
+# -- comparison ------------------------------------------------------------------
+
+
+def assert_matches(got, want, *, exact: bool, rtol: float, scale=0.0, what: str = ""):
+    """got == want exactly, or within rtol * (|want| + scale) + tiny; NaN where NaN."""
+    assert isinstance(got, np.ndarray), f"{what}: C returned {type(got).__name__}"
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != {want.dtype}"
+    if exact:
+        np.testing.assert_array_equal(got, want, err_msg=what, strict=True)
+        return
+    nan_got, nan_want = np.isnan(got), np.isnan(want)
+    assert np.array_equal(nan_got, nan_want), (
+        f"{what}: NaN at {np.argwhere(nan_got != nan_want)[:5].tolist()} on one side only"
+    )
+    g = got.astype(np.float64)[~nan_want]
+    w = want.astype(np.float64)[~nan_want]
+    s = np.broadcast_to(np.asarray(scale, dtype=np.float64), want.shape)[~nan_want]
+    infinite = np.isinf(w) | np.isinf(g)
+    assert np.array_equal(g[infinite], w[infinite]), f"{what}: infinities differ"
+    g, w, s = g[~infinite], w[~infinite], s[~infinite]
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = rtol * (np.abs(w) + s) + np.finfo(want.dtype).tiny
+    err = np.abs(g - w)
+    bad = ~(err <= bound)
+    if bad.any():
+        i = int(np.argmax(np.where(bad, err / bound, 0)))
+        pytest.fail(
+            f"{what}: {int(bad.sum())} element(s) off; worst got {g[i]!r}, "
+            f"want {w[i]!r}, |diff| {err[i]:.3g} > bound {bound[i]:.3g}"
+        )
+
+
+def check_op(op: Op, x: np.ndarray, gy: np.ndarray, what: str = "") -> None:
+    """Forward and backward of op on C and the reference: equal, and inputs untouched."""
+    rtol = RTOL[x.dtype]
+    y_ref = op.forward(REF, x)
+    gx_ref = op.backward(REF, gy, x, y_ref)
+
+    # Both backends get the reference's y, so only the backward is compared.
+    before = {"x": x.copy(), "gy": gy.copy(), "y": y_ref.copy()}
+    y_c = op.forward(C, x)
+    gx_c = op.backward(C, gy, x, y_ref)
+    for name, after in (("x", x), ("gy", gy), ("y", y_ref)):
+        assert before[name].tobytes() == after.tobytes(), f"{op.name}: C wrote its input {name}"
+
+    assert_matches(
+        y_c,
+        y_ref,
+        exact=op.exact,
+        rtol=rtol,
+        scale=op.forward_scale(gy, x),
+        what=f"{op.name}_forward {what}",
+    )
+    assert_matches(
+        gx_c,
+        gx_ref,
+        exact=op.exact,
+        rtol=rtol,
+        scale=op.backward_scale(gy, x),
+        what=f"{op.name}_backward {what}",
+    )
+
+
+# -- values ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_sizes(op, dtype, n):
+    # Every length around the 4-, 8- and 16-lane vector widths exercises the
+    # scalar tails; 1 << 17 is above the size where OpenMP threads start.
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * 4).astype(dtype)
+    gy = rng.standard_normal(n).astype(dtype)
+    check_op(op, x, gy, what=f"n={n}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_special_values(op, dtype):
+    # Every special x against every special gy, so that e.g. an infinite
+    # gradient meeting a dead ReLU unit is covered.
+    special = special_values(dtype)
+    x, gy = (a.ravel() for a in np.meshgrid(special, special, indexing="ij"))
+    with np.errstate(all="ignore"):
+        check_op(op, x, gy)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2, -0.5, 1.5, 1e-30])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_leaky_relu_slopes(dtype, slope):
+    special = special_values(dtype)
+    x = np.concatenate([special, np.linspace(-3, 3, 101, dtype=dtype)])
+    gy = np.resize(special[::-1], x.shape)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(
+            C.leaky_relu_forward(x, slope), REF.leaky_relu_forward(x, slope), strict=True
+        )
+        np.testing.assert_array_equal(
+            C.leaky_relu_backward(gy, x, slope), REF.leaky_relu_backward(gy, x, slope), strict=True
+        )
+
+
+def _ulps(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Distance in units of the last place of want (subnormals count as tiny)."""
+    spacing = np.spacing(np.maximum(np.abs(want), np.finfo(want.dtype).tiny))
+    return np.abs(got.astype(np.float64) - want.astype(np.float64)) / spacing
+
+
+@pytest.mark.parametrize("op", ["sigmoid", "tanh", "gelu"])
+def test_float32_within_4_ulp_of_float64(op):
+    # The float64 kernels agree with the reference to ~1e-13 (above), so
+    # rounding their result gives float32's correct answer to judge with.
+    x64 = np.concatenate([np.linspace(-20, 20, 40001), special_values(np.float64)[2:-3]])
+    x32 = x64.astype(np.float32)
+    forward = {
+        "sigmoid": C.sigmoid_forward,
+        "tanh": C.tanh_forward,
+        "gelu": C.gelu_forward,
+    }[op]
+    want = forward(x32.astype(np.float64)).astype(np.float32)
+    got = forward(x32)
+    assert _ulps(got, want).max() <= 4
+
+
+def test_gelu_float64_left_tail_against_mpmath():
+    # The far left tail is where erfc(-x / sqrt(2)) loses accuracy unless the
+    # argument's rounding error is carried; check it to a few ulp.
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    x = -np.geomspace(1.0, 37.0, 200)  # beyond -37.5, gelu(x) is subnormal
+    want = np.array(
+        [float(mpmath.mpf(v) * mpmath.erfc(-mpmath.mpf(v) / mpmath.sqrt(2)) / 2) for v in x]
+    )
+    slope = np.array(
+        [
+            float(
+                mpmath.erfc(-mpmath.mpf(v) / mpmath.sqrt(2)) / 2
+                + mpmath.mpf(v) * mpmath.npdf(mpmath.mpf(v))
+            )
+            for v in x
+        ]
+    )
+    assert _ulps(C.gelu_forward(x), want).max() <= 4
+    assert _ulps(C.gelu_backward(np.ones_like(x), x), slope).max() <= 8
+
+
+# -- layouts -----------------------------------------------------------------------
+
+
+def _unaligned(a: np.ndarray) -> np.ndarray:
+    """A copy of a whose data starts one byte past an aligned address."""
+    raw = np.zeros(a.nbytes + 1, dtype=np.uint8)
+    out = np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned
+    return out
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    out = a.copy()
+    out.flags.writeable = False
+    return out
+
+
+LAYOUTS = {
+    "2d": lambda a: a.reshape(37, 53),
+    "fortran": lambda a: np.asfortranarray(a.reshape(37, 53)),
+    "transposed": lambda a: a.reshape(53, 37).T,
+    "strided": lambda a: np.tile(a.reshape(37, 53), (2, 3))[::2, ::3],
+    "reversed_3d": lambda a: a.reshape(37, 53, 1)[::-1, :, :],
+    "unaligned": lambda a: _unaligned(a.reshape(37, 53)),
+    "read_only": lambda a: _read_only(a.reshape(37, 53)),
+    "0d": lambda a: a[:1].reshape(()),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_layouts(op, dtype, layout):
+    # gy arrives in another memory order than x, as it may in a graph.
+    rng = np.random.default_rng(7)
+    x_flat = (rng.standard_normal(37 * 53) * 4).astype(dtype)
+    gy_flat = rng.standard_normal(37 * 53).astype(dtype)
+    x = LAYOUTS[layout](x_flat)
+    gy = gy_flat[: x.size].reshape(x.shape, order="C" if x.flags.f_contiguous else "F")
+    check_op(op, x, gy, what=layout)
+    # A contiguous copy must give the very same bits.
+    np.testing.assert_array_equal(op.forward(C, x), op.forward(C, np.ascontiguousarray(x)))
+    out = op.forward(C, x)
+    assert out.flags.c_contiguous and out.flags.writeable
+
+
+# -- bad input -----------------------------------------------------------------------
+
+
+BACKWARDS = [
+    ("relu_backward", lambda b, gy, s: b.relu_backward(gy, s), "y"),
+    ("leaky_relu_backward", lambda b, gy, s: b.leaky_relu_backward(gy, s, 0.01), "x"),
+    ("sigmoid_backward", lambda b, gy, s: b.sigmoid_backward(gy, s), "y"),
+    ("tanh_backward", lambda b, gy, s: b.tanh_backward(gy, s), "y"),
+    ("gelu_backward", lambda b, gy, s: b.gelu_backward(gy, s), "x"),
+    ("gelu_backward", lambda b, gy, s: b.gelu_backward(gy, s, "tanh"), "x"),
+]
+
+
+@pytest.mark.parametrize("name, backward, saved", BACKWARDS)
+@pytest.mark.parametrize("gy_shape, saved_shape", [((3,), (4,)), ((2, 3), (3,)), ((6,), (2, 3))])
+def test_backward_shape_mismatch(name, backward, saved, gy_shape, saved_shape):
+    gy = np.ones(gy_shape, np.float32)
+    s = np.ones(saved_shape, np.float32)
+    with pytest.raises(ValueError, match=name) as info:
+        backward(C, gy, s)
+    message = str(info.value)
+    assert str(gy_shape) in message and str(saved_shape) in message and saved in message
+
+
+@pytest.mark.parametrize("bad", ["exact", "", None, 1])
+def test_gelu_unknown_approximate(bad):
+    x = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="approximate"):
+        C.gelu_forward(x, bad)
+    with pytest.raises(ValueError, match="approximate"):
+        C.gelu_backward(x, x, bad)
+
+
+def _outcome(fn):
+    """What fn() did: ("ok", result) or ("raised", exception type)."""
+    try:
+        with np.errstate(all="ignore"):
+            return "ok", fn()
+    except Exception as exc:
+        return "raised", type(exc)
+
+
+OTHER_DTYPES = {
+    "float16": lambda a: a.astype(np.float16),
+    "int32": lambda a: a.astype(np.int32),
+    "big_endian": lambda a: a.astype(">f4"),
+    "object": lambda a: a.astype(object),
+}
+
+
+@pytest.mark.parametrize("kind", list(OTHER_DTYPES))
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_other_dtypes_behave_like_reference(op, kind):
+    # C takes only native float32/float64; anything else is the reference's.
+    x = OTHER_DTYPES[kind](np.linspace(-3, 3, 11))
+    gy = OTHER_DTYPES[kind](np.linspace(1, 2, 11))
+    calls = {
+        "forward": lambda b: op.forward(b, x),
+        "backward": lambda b: op.backward(b, gy, x, x),
+    }
+    for direction, run in calls.items():
+        got, want = _outcome(partial(run, C)), _outcome(partial(run, REF))
+        assert got[0] == want[0], f"{op.name} {direction} {kind}: C {got}, reference {want}"
+        if got[0] == "ok":
+            np.testing.assert_array_equal(got[1], want[1], strict=True)
+        else:
+            assert got[1] is want[1]
+
+
+NOT_PLAIN_ARRAYS = {
+    "masked": lambda a: np.ma.masked_array(a, mask=np.arange(a.size) % 3 == 0),
+    "scalar": lambda a: a[4],
+    "list": lambda a: a.tolist(),
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_PLAIN_ARRAYS))
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_non_arrays_behave_like_reference(op, kind):
+    # Only plain ndarrays reach C; the rest get exactly the reference's answer.
+    x = NOT_PLAIN_ARRAYS[kind](np.linspace(-3, 3, 11, dtype=np.float32))
+    gy = NOT_PLAIN_ARRAYS[kind](np.linspace(1, 2, 11, dtype=np.float32))
+    calls = {
+        "forward": lambda b: op.forward(b, x),
+        "backward": lambda b: op.backward(b, gy, x, x),
+    }
+    for direction, run in calls.items():
+        got, want = _outcome(partial(run, C)), _outcome(partial(run, REF))
+        assert got[0] == want[0], f"{op.name} {direction} {kind}: C {got}, reference {want}"
+        if got[0] == "ok":
+            assert type(got[1]) is type(want[1])
+            np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_mixed_dtypes_behave_like_reference(op):
+    x = np.linspace(-3, 3, 11, dtype=np.float32)
+    gy = np.linspace(1, 2, 11, dtype=np.float64)
+    got = _outcome(lambda: op.backward(C, gy, x, x))
+    want = _outcome(lambda: op.backward(REF, gy, x, x))
+    assert got[0] == want[0]
+    if got[0] == "ok":
+        np.testing.assert_array_equal(got[1], want[1], strict=True)
+
+
+# -- run time: threads, build info, instruction sets -------------------------------------
+
+
+@pytest.fixture
+def restore_threads():
+    before = lib.mg_get_num_threads()
+    yield
+    lib.mg_set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_thread_count_does_not_change_results(op, dtype, restore_threads):
+    # Sizes just above the parallel threshold and odd, so shares are uneven.
+    n = (1 << 16) + 13
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(n) * 4).astype(dtype)
+    gy = rng.standard_normal(n).astype(dtype)
+    results = []
+    for threads in (1, 2, 3):
+        C.set_num_threads(threads)
+        results.append((op.forward(C, x), op.backward(C, gy, x, x)))
+    for forward, backward in results[1:]:
+        np.testing.assert_array_equal(forward, results[0][0], strict=True)
+        np.testing.assert_array_equal(backward, results[0][1], strict=True)
+
+
+def test_set_num_threads(restore_threads):
+    C.set_num_threads(3)
+    assert lib.mg_get_num_threads() == (3 if lib.mg_has_openmp() else 1)
+    lib.mg_set_num_threads(0)  # the C side clamps instead of trusting its caller
+    assert lib.mg_get_num_threads() == 1
+
+
+def test_build_info():
+    info = C.build_info()
+    assert set(info) == {"compiler_flags", "openmp", "simd_level", "cpu_supports"}
+    flags = info["compiler_flags"].split()
+    assert "-O3" in flags and "-fno-math-errno" in flags
+    assert "-ffast-math" not in flags and "-march=native" not in flags
+    assert info["openmp"] is bool(lib.mg_has_openmp())
+    assert info["openmp"] == ("-fopenmp" in flags)
+    assert info["simd_level"] == SIMD_LEVELS[lib.mg_simd_level()]
+    assert isinstance(info["cpu_supports"], list)
+    assert set(info["cpu_supports"]) <= {
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512dq",
+        "avx512vl",
+        "avx512bw",
+    }
+
+
+def _cpu_simd_level() -> int:
+    have = set(C.build_info()["cpu_supports"])
+    if {"avx512f", "avx512dq", "avx512vl", "avx512bw"} <= have:
+        return 2
+    if {"avx2", "fma"} <= have:
+        return 1
+    return 0
+
+
+def test_simd_level_is_the_best_the_cpu_has():
+    if os.environ.get("MINIGRAD_FORCE_ISA"):
+        pytest.skip("MINIGRAD_FORCE_ISA is set for this run")
+    assert lib.mg_simd_level() == _cpu_simd_level()
+    assert ffi.string(lib.mg_simd_name()).decode() == SIMD_LEVELS[_cpu_simd_level()]
+
+
+# Run in a child with MINIGRAD_FORCE_ISA set: applies every op in OPS of
+# this file (imported from argv[3]) to the arrays in the .npz named by
+# argv[1], saves the results to argv[2] and prints the SIMD level it ran.
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[3])
+    from minigrad._C import lib
+    from test_kernels_activations import C, OPS
+
+    inputs = np.load(sys.argv[1])
+    out = {}
+    for op in OPS:
+        for key in ("f32", "f64"):
+            x, gy = inputs["x_" + key], inputs["gy_" + key]
+            y = inputs[op.name + "_y_" + key]
+            with np.errstate(all="ignore"):
+                out[op.name + "_forward_" + key] = op.forward(C, x)
+                out[op.name + "_backward_" + key] = op.backward(C, gy, x, y)
+    np.savez(sys.argv[2], **out)
+    print(lib.mg_simd_level())
+    """
+)
+
+
+def _isa_inputs() -> dict:
+    """Inputs for the child, and the reference forward of each op on them."""
+    rng = np.random.default_rng(11)
+    arrays = {}
+    for key, dtype in (("f32", np.float32), ("f64", np.float64)):
+        # 1000 + 35 elements: whole vectors plus a tail for every width.
+        x = np.concatenate([(rng.standard_normal(1000) * 4).astype(dtype), special_values(dtype)])
+        arrays["x_" + key] = x
+        arrays["gy_" + key] = rng.permutation(x)
+        for op in OPS:
+            with np.errstate(all="ignore"):
+                arrays[op.name + "_y_" + key] = op.forward(REF, x)
+    return arrays
+
+
+def _run_child(tmp_path, inputs: dict, force: str | None) -> tuple[int, dict, str]:
+    in_path, out_path = tmp_path / "in.npz", tmp_path / "out.npz"
+    np.savez(in_path, **inputs)
+    env = dict(os.environ)
+    env.pop("MINIGRAD_FORCE_ISA", None)
+    if force is not None:
+        env["MINIGRAD_FORCE_ISA"] = force
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(in_path), str(out_path), tests_dir],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out_path) as results:
+        return int(proc.stdout.split()[-1]), dict(results), proc.stderr
+
+
+@pytest.fixture(scope="module")
+def isa_inputs():
+    return _isa_inputs()
+
+
+@pytest.fixture(scope="module")
+def best_path_results(tmp_path_factory, isa_inputs):
+    return _run_child(tmp_path_factory.mktemp("best"), isa_inputs, None)
+
+
+@pytest.mark.parametrize("isa", SIMD_LEVELS)
+def test_force_isa_selects_path(isa, tmp_path, isa_inputs, best_path_results):
+    level = SIMD_LEVELS.index(isa)
+    if level > _cpu_simd_level():
+        pytest.skip(f"this CPU has no {isa}")
+    got_level, results, _ = _run_child(tmp_path, isa_inputs, isa)
+    assert got_level == level
+
+    for op in OPS:
+        for key in ("f32", "f64"):
+            x, gy = isa_inputs["x_" + key], isa_inputs["gy_" + key]
+            y = isa_inputs[op.name + "_y_" + key]
+            with np.errstate(all="ignore"):
+                gx_ref = op.backward(REF, gy, x, y)
+            rtol = RTOL[x.dtype]
+            what = f"{op.name} {key} on {isa}"
+            assert_matches(
+                results[op.name + "_forward_" + key],
+                y,
+                exact=op.exact,
+                rtol=rtol,
+                scale=op.forward_scale(gy, x),
+                what=what,
+            )
+            assert_matches(
+                results[op.name + "_backward_" + key],
+                gx_ref,
+                exact=op.exact,
+                rtol=rtol,
+                scale=op.backward_scale(gy, x),
+                what=what,
+            )
+
+    # No -ffast-math and no FMA contraction: every path rounds identically, so
+    # the forced path must reproduce the best path bit for bit.
+    best_level, best, _ = best_path_results
+    assert best_level == _cpu_simd_level()
+    for name, want in best.items():
+        np.testing.assert_array_equal(results[name], want, err_msg=f"{name} on {isa}", strict=True)
+
+
+def test_force_isa_cannot_raise_or_be_misspelled(tmp_path, isa_inputs):
+    got_level, _, stderr = _run_child(tmp_path, isa_inputs, "avx1024")
+    assert got_level == _cpu_simd_level()
+    assert "MINIGRAD_FORCE_ISA" in stderr
+    if _cpu_simd_level() < 2:
+        got_level, _, _ = _run_child(tmp_path, isa_inputs, "avx512")
+        assert got_level == _cpu_simd_level()
