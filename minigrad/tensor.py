@@ -84,17 +84,27 @@ class Tensor:
     __array_ufunc__ = None
 
     def __init__(self, data: Any, dtype: Any = None, requires_grad: bool = False) -> None:
-        self._data = to_array(data._data if isinstance(data, Tensor) else data, dtype, "tensor")
+        array = to_array(data._data if isinstance(data, Tensor) else data, dtype, "tensor")
+        self._init(array)
+        if requires_grad:
+            self.requires_grad = True
+
+    def _init(
+        self,
+        array: np.ndarray,
+        grad_fn: Any = None,
+        output_nr: int = 0,
+        version: list | None = None,
+    ) -> None:
+        self._data = array
         self.grad: Tensor | None = None
-        self.grad_fn = None
-        self._output_nr = 0
+        self.grad_fn = grad_fn
+        self._output_nr = output_nr
         self._hooks: tuple = ()
         # Bumped by every in-place write; shared by tensors that share storage
         # (detach, data, views), so a graph can tell that a saved array changed.
-        self._version = [0]
-        self._requires_grad = False
-        if requires_grad:
-            self.requires_grad = True
+        self._version = [0] if version is None else version
+        self._requires_grad = grad_fn is not None
 
     @classmethod
     def _wrap(
@@ -102,13 +112,7 @@ class Tensor:
     ) -> Tensor:
         """A Tensor around an existing array, no checks, no copy (the ops' fast path)."""
         t = object.__new__(cls)
-        t._data = array
-        t.grad = None
-        t.grad_fn = grad_fn
-        t._output_nr = output_nr
-        t._hooks = ()
-        t._version = [0] if version is None else version
-        t._requires_grad = grad_fn is not None
+        t._init(array, grad_fn, output_nr, version)
         return t
 
     # -- what it is ---------------------------------------------------------
