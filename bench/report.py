@@ -1,0 +1,81 @@
+"""Turn a pytest-benchmark JSON file into the Markdown table of bench/RESULTS.md.
+
+    pytest bench/ --benchmark-only --benchmark-json=bench.json
+    python bench/report.py bench.json > bench/RESULTS.md
+
+Each benchmark group holds one kernel at one size on every backend, measured
+in the same run; the table shows the medians and the NumPy/C ratio (above 1
+means C is faster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from collections import defaultdict
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _microseconds(seconds: float) -> str:
+    us = seconds * 1e6
+    return f"{us:,.1f}" if us < 1000 else f"{us:,.0f}"
+
+
+def report(path: str) -> str:
+    with open(path) as f:
+        data = json.load(f)
+    groups: dict[str, dict[str, dict]] = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        groups[bench["group"]][bench["extra_info"]["backend"]] = bench
+    threads = {
+        b["extra_info"].get("threads")
+        for b in data["benchmarks"]
+        if b["extra_info"]["backend"] == "c"
+    }
+    info = data.get("machine_info", {})
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- Date: {data.get('datetime', '?')[:19].replace('T', ' ')} UTC",
+        f"- CPU: {_cpu_model()}, {os.cpu_count()} logical cores",
+        f"- Python {info.get('python_version', '?')}; "
+        f"C backend threads: {', '.join(map(str, sorted(threads)))}",
+        f"- OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
+        f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '(unset)')} "
+        "(glibc malloc defaults otherwise)",
+        "- Medians in microseconds, C and NumPy measured in the same run; "
+        "ratio = NumPy / C (above 1: C is faster).",
+        "",
+        "| kernel | size | NumPy (us) | C (us) | ratio |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for group in sorted(
+        groups, key=lambda g: (g.rsplit("-", 1)[0], int(g.rsplit("-", 1)[1].split("x")[0]))
+    ):
+        entry = groups[group]
+        if "c" not in entry or "numpy" not in entry:
+            continue
+        kernel, size = group.rsplit("-", 1)
+        c, ref = entry["c"]["stats"]["median"], entry["numpy"]["stats"]["median"]
+        lines.append(
+            f"| {kernel} | {size} | {_microseconds(ref)} | {_microseconds(c)} | {ref / c:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python bench/report.py BENCHMARK_JSON")
+    sys.stdout.write(report(sys.argv[1]))
