@@ -355,7 +355,17 @@ def _accumulate(tensor: Tensor, grad: np.ndarray) -> None:
 
 
 def run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool = False) -> None:
-    """Propagate ``grad`` (d output / d root) from ``root`` to every leaf that needs it."""
+    """Propagate ``grad`` (d output / d root) from ``root`` to every leaf that needs it.
+
+    NumPy's floating-point warnings are off for the pass: an infinite gradient
+    (sqrt's at 0, say) is a value here, as in PyTorch, not a fault in code the
+    user wrote. ``detect_anomaly`` is the tool that reports where one arose.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        _backward_pass(root, grad, retain_graph)
+
+
+def _backward_pass(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
     if root.grad_fn is None:
         _accumulate(root, _run_hooks(root._hooks, grad))
         return
