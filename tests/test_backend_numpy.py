@@ -1187,3 +1187,12 @@ def test_kernels_never_write_their_read_only_inputs(dtype):
             weight_decay=0.1,
             decoupled=decoupled,
         )
+
+
+def test_adaptive_clip_nan_weight_row_is_clipped_like_timm():
+    # timm keeps a row only where ||g|| < bound; a NaN bound clips the row to NaN
+    grad = np.ones((2, 2))
+    param = np.array([[np.nan, 1.0], [1.0, 1.0]])
+    B.adaptive_clip_(grad, param, 0.01, 1e-3)
+    assert np.isnan(grad[0]).all()
+    np.testing.assert_allclose(grad[1], np.full(2, 0.01))

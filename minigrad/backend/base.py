@@ -211,9 +211,9 @@ class Backend:
     ) -> None:
         """Unit-wise adaptive gradient clipping (Brock et al. 2021, timm's rule), in place.
 
-        grad and param are (R, K): row i is one output unit. Where
-        ``||g_i|| > clipping * max(||w_i||, eps)`` the row is rescaled to that
-        length (``g_i *= max_norm / max(||g_i||, 1e-6)``); other rows are kept.
+        grad and param are (R, K): row i is one output unit. A row is kept
+        where ``||g_i|| < max_norm = clipping * max(||w_i||, eps)``; every other
+        row (a NaN norm included) is rescaled: ``g_i *= max_norm / max(||g_i||, 1e-6)``.
         """
         raise NotImplementedError
 

@@ -542,7 +542,8 @@ class NumpyBackend(Backend):
     def adaptive_clip_(self, grad, param, clipping, eps):
         grad_norm = np.sqrt(_dot64(grad, grad, axis=1))
         max_norm = float(clipping) * np.maximum(np.sqrt(_dot64(param, param, axis=1)), float(eps))
-        rows = grad_norm > max_norm
+        # timm keeps a row only where ||g|| < bound, so a NaN norm clips it (to NaN)
+        rows = ~(grad_norm < max_norm)
         if rows.any():
             factor = max_norm[rows] / np.maximum(grad_norm[rows], 1e-6)
             grad[rows] *= factor.astype(grad.dtype)[:, None]
