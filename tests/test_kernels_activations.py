@@ -5,12 +5,22 @@ Every activation, forward and backward, float32 and float64, is run through
 
 - relu and leaky_relu, forward and backward: exactly equal (selects and one
   multiply; there is nothing to round differently).
-- sigmoid, tanh, gelu: ``|c - ref| <= rtol * |ref| + atol`` with rtol 2e-6
+- sigmoid, tanh, gelu: ``|c - ref| <= rtol * |ref| + atol`` with rtol 1e-6
   for float32 and 1e-13 for float64 (the two sides use different exp, tanh
   and erfc implementations, each good to a few ulp). atol is the smallest
-  normal number, plus, for the two terms that cancel by design, rtol times
-  their size: ``1 + tanh(u)`` in the tanh-form GELU (so rtol * |x|) and the
-  GELU derivatives (rtol * |gy| * (1 + x^2)).
+  normal number, plus, for the GELU derivatives, whose two terms cancel near
+  x = -0.75, rtol times their size (rtol * |gy| * (1 + x^2)). The reference
+  for the tanh-form GELU is ``AccurateReference`` below: NumPy's 1 + tanh(u)
+  cancels in the left tail, where the kernels keep full relative accuracy.
+
+Accuracy over the whole range: sigmoid, tanh and the tanh-form GELU (forward
+and backward) against float64 (for float32) or long double (for float64)
+evaluations, on every exponent from the smallest subnormal to the largest
+finite number with several mantissas each, both signs, a dense sweep of the
+range where the functions bend, and the special values; on every SIMD path
+(the forced-ISA children). The bounds are those stated in
+csrc/activations.c: relative error 1e-6 (float32) and 1e-13 (float64) where
+the result is normal, one subnormal ulp where it is subnormal.
 
 The extension must be built (``pip install -e .``); set MINIGRAD_ALLOW_NO_C=1
 to skip this file instead where no compiler is available.
@@ -41,9 +51,90 @@ C = CBackend()
 REF = NumpyBackend()
 
 DTYPES = [np.float32, np.float64]
-RTOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-13}
+RTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-13}
 SIZES = [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 127, 1000, 1 << 17]
 SIMD_LEVELS = ["generic", "avx2", "avx512"]
+
+
+def _extended(dtype):
+    """A type precise enough to judge dtype's kernels: float64 for float32,
+    long double (64-bit mantissa on x86-64) for float64."""
+    return np.float64 if np.dtype(dtype) == np.float32 else np.longdouble
+
+
+def _plain(*arrays) -> bool:
+    """True for native float32/float64 ndarrays of one dtype, what C takes."""
+    first = arrays[0]
+    return first.dtype in (np.float32, np.float64) and all(
+        type(a) is np.ndarray and a.dtype == first.dtype for a in arrays
+    )
+
+
+GELU_BETA = 0.79788456080286535588  # sqrt(2 / pi), the literal the C uses
+GELU_KAPPA = 0.044715
+
+
+def gelu_tanh_parts(x: np.ndarray, *, clamp_above: bool):
+    """The tanh-form GELU of x as (xc, s, s_minus, du) in extended precision.
+
+    xc, u and u' = du are rounded in x's dtype exactly as the kernels (and
+    PyTorch) compute them, operation for operation; from there on, s =
+    sigmoid(2u) and its complement 1 - s = sigmoid(-2u) are evaluated in the
+    extended type. The forward clamps x at -1e4, the backward at +-1e4.
+    """
+    t = x.dtype.type
+    xc = np.clip(x, t(-1e4), t(1e4) if clamp_above else None)
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = t(GELU_BETA) * (xc + t(GELU_KAPPA) * (xc * xc * xc))
+        du = t(GELU_BETA) * (t(1) + t(3 * GELU_KAPPA) * (xc * xc))
+    ext = _extended(x.dtype)
+    u2 = 2 * u.astype(ext)
+    with np.errstate(over="ignore"):
+        e = np.exp(-np.abs(u2))
+    w = 1 / (1 + e)
+    s = np.where(u2 >= 0, w, e * w)
+    s_minus = np.where(u2 >= 0, e * w, w)
+    return xc.astype(ext), s, s_minus, du.astype(ext)
+
+
+def gelu_tanh_reference(x: np.ndarray) -> np.ndarray:
+    xc, s, _, _ = gelu_tanh_parts(x, clamp_above=False)
+    return xc * s
+
+
+def gelu_tanh_grad_reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """gelu'(x) = s + 2 x s (1 - s) u', and the size of its two terms."""
+    xc, s, s_minus, du = gelu_tanh_parts(x, clamp_above=True)
+    right = 2 * xc * (s * s_minus) * du
+    return s + right, np.abs(s) + np.abs(right)
+
+
+class AccurateReference(NumpyBackend):
+    """NumPy's reference, but the tanh-form GELU in extended precision.
+
+    NumPy's x / 2 * (1 + tanh(u)) cancels for x << 0 (1 + tanh(u) rounds to
+    0 at x = -5 in float32), where the kernels, using sigmoid(2u), stay
+    accurate; comparing them there would need a tolerance of rtol * |x|.
+    Anything C does not take goes to NumPy's own code.
+    """
+
+    def gelu_forward(self, x, approximate="none"):
+        if approximate != "tanh" or not _plain(x):
+            return super().gelu_forward(x, approximate)
+        return gelu_tanh_reference(x).astype(x.dtype)
+
+    def gelu_backward(self, gy, x, approximate="none"):
+        if approximate != "tanh" or not _plain(gy, x):
+            return super().gelu_backward(gy, x, approximate)
+        # Rounded before the multiply by gy, as in C: a slope that is 0 in
+        # the element type times an infinite gy is NaN on both sides.
+        slope = gelu_tanh_grad_reference(x)[0].astype(x.dtype)
+        with np.errstate(invalid="ignore"):
+            return slope * gy
+
+
+# Values are judged against this; behaviour (errors, fallbacks) against REF.
+VALUE_REF = AccurateReference()
 
 
 def _no_scale(gy, x):
@@ -106,7 +197,6 @@ OPS = [
         "gelu_tanh",
         lambda b, x: b.gelu_forward(x, "tanh"),
         lambda b, gy, x, y: b.gelu_backward(gy, x, "tanh"),
-        forward_scale=lambda gy, x: np.abs(x.astype(np.float64)),
         backward_scale=_gelu_grad_scale,
     ),
 ]
@@ -176,8 +266,8 @@ def assert_matches(got, want, *, exact: bool, rtol: float, scale=0.0, what: str 
 def check_op(op: Op, x: np.ndarray, gy: np.ndarray, what: str = "") -> None:
     """Forward and backward of op on C and the reference: equal, and inputs untouched."""
     rtol = RTOL[x.dtype]
-    y_ref = op.forward(REF, x)
-    gx_ref = op.backward(REF, gy, x, y_ref)
+    y_ref = op.forward(VALUE_REF, x)
+    gx_ref = op.backward(VALUE_REF, gy, x, y_ref)
 
     # Both backends get the reference's y, so only the backward is compared.
     before = {"x": x.copy(), "gy": gy.copy(), "y": y_ref.copy()}
@@ -287,6 +377,179 @@ def test_gelu_float64_left_tail_against_mpmath():
     )
     assert _ulps(C.gelu_forward(x), want).max() <= 4
     assert _ulps(C.gelu_backward(np.ones_like(x), x), slope).max() <= 8
+
+
+# -- accuracy over the whole range ------------------------------------------------
+
+
+def accuracy_sweep(dtype) -> np.ndarray:
+    """x over the whole range of dtype, both signs, and the special values.
+
+    Every binary exponent from the smallest subnormal to the largest finite
+    number with eight mantissas each, plus uniform samples where the
+    functions bend (sigmoid underflows near -104 in float32 and -745 in
+    float64; the tanh-form GELU near -10 and -22) and near 0, where tanh
+    switches between its small and large forms.
+    """
+    info = np.finfo(dtype)
+    exponents = np.arange(info.minexp - info.nmant, info.maxexp)
+    mantissas = np.array([1.0, 1.1, 1.25, 1.375, 1.5, 1.618, 1.75, 2.0 - 2.0**-info.nmant])
+    with np.errstate(over="ignore"):
+        grid = np.ldexp(mantissas[None, :], exponents[:, None]).ravel().astype(dtype)
+    grid = grid[np.isfinite(grid)]
+    rng = np.random.default_rng(2024)
+    reach = 110.0 if dtype == np.float32 else 760.0
+    dense = np.concatenate(
+        [
+            rng.uniform(-reach, reach, 40000),
+            rng.uniform(-25.0, 25.0, 40000),
+            rng.uniform(-1.5, 1.5, 40000),
+        ]
+    ).astype(dtype)
+    special = [0.0, -0.0, np.inf, -np.inf, np.nan, info.max, -info.max]
+    return np.concatenate([grid, -grid, dense, np.array(special, dtype=dtype)])
+
+
+def _sigmoid_reference(x):
+    xe = x.astype(_extended(x.dtype))
+    e = np.exp(-np.abs(xe))
+    want = np.where(xe >= 0, 1, e) / (1 + e)
+    return want, np.abs(want)
+
+
+def _tanh_reference(x):
+    want = np.tanh(x.astype(_extended(x.dtype)))
+    return want, np.abs(want)
+
+
+def _gelu_tanh_forward_reference(x):
+    want = gelu_tanh_reference(x)
+    return want, np.abs(want)
+
+
+class Accuracy(NamedTuple):
+    """A kernel judged over the whole range.
+
+    ``reference(x)`` gives the wanted values in extended precision and the
+    size each error is relative to: |want|, or for the GELU slope the size
+    of its two terms, which cancel near x = -0.75.
+    """
+
+    name: str
+    kernel: Callable
+    reference: Callable
+
+
+ACCURACY = [
+    Accuracy("sigmoid", lambda x: C.sigmoid_forward(x), _sigmoid_reference),
+    Accuracy("tanh", lambda x: C.tanh_forward(x), _tanh_reference),
+    Accuracy("gelu_tanh", lambda x: C.gelu_forward(x, "tanh"), _gelu_tanh_forward_reference),
+    Accuracy(
+        "gelu_tanh_grad",
+        lambda x: C.gelu_backward(np.ones_like(x), x, "tanh"),
+        gelu_tanh_grad_reference,
+    ),
+]
+
+
+def assert_accurate(got, want, size, *, what: str) -> None:
+    """Relative error <= RTOL where the result is normal, else <= 1 subnormal ulp.
+
+    NaN exactly where want is NaN, infinities exactly equal.
+    """
+    dtype = got.dtype
+    info = np.finfo(dtype)
+    rtol = RTOL[dtype]
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(got), nan), f"{what}: NaN where the reference has none"
+    g = got[~nan].astype(want.dtype)
+    w, size = want[~nan], size[~nan]
+    infinite = np.isinf(w)
+    assert np.array_equal(g[infinite], w[infinite]), f"{what}: infinities differ"
+    g, w, size = g[~infinite], w[~infinite], size[~infinite]
+    x_err = np.abs(g - w)
+    size = np.maximum(size, np.abs(w))
+    normal = size >= info.tiny
+    rel = x_err[normal] / size[normal]
+    if rel.size:
+        i = int(np.argmax(rel))
+        assert rel[i] <= rtol, (
+            f"{what}: relative error {float(rel[i]):.3g} > {rtol:g}: "
+            f"got {g[normal][i]!r}, want {w[normal][i]!r}"
+        )
+    tiny_err = x_err[~normal]
+    if tiny_err.size:
+        assert tiny_err.max() <= info.smallest_subnormal, (
+            f"{what}: error {float(tiny_err.max()):.3g} in the subnormals, above one ulp"
+        )
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("acc", ACCURACY, ids=[a.name for a in ACCURACY])
+def test_accuracy_whole_range(acc, dtype):
+    if dtype == np.float64 and np.finfo(np.longdouble).nmant < 63:
+        pytest.skip("long double is not the x87 80-bit type here; no float64 reference")
+    x = accuracy_sweep(dtype)
+    with np.errstate(all="ignore"):
+        got = acc.kernel(x)
+        want, size = acc.reference(x)
+    assert_accurate(got, want, size, what=f"{acc.name} {np.dtype(dtype).name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_exact_values(dtype):
+    info = np.finfo(dtype)
+    t = np.dtype(dtype).type
+    inf = np.array([-np.inf, np.inf], dtype=dtype)
+    np.testing.assert_array_equal(C.sigmoid_forward(inf), [0.0, 1.0])
+    np.testing.assert_array_equal(C.tanh_forward(inf), [-1.0, 1.0])
+    # tanh(x) = x for |x| below sqrt(3 eps): the odd polynomial, no cancellation.
+    tiny = np.array([info.smallest_subnormal, info.tiny, 1e-30, 1e-20], dtype=dtype)
+    tiny = np.concatenate([tiny, -tiny])
+    np.testing.assert_array_equal(C.tanh_forward(tiny), tiny)
+    zeros = np.array([0.0, -0.0], dtype=dtype)
+    assert list(np.signbit(C.tanh_forward(zeros))) == [False, True]
+    np.testing.assert_array_equal(C.sigmoid_forward(zeros), [0.5, 0.5])
+    nan = np.array([np.nan], dtype=dtype)
+    for kernel in (C.sigmoid_forward, C.tanh_forward, lambda x: C.gelu_forward(x, "tanh")):
+        assert np.isnan(kernel(nan)).all()
+    # Far left tail of sigmoid: relative accuracy down to the normal range,
+    # then the subnormals, then exactly 0; no overflow anywhere.
+    if dtype == np.float32:
+        x = np.array([-80.0, -87.0, -100.0, -103.0, -104.0, -200.0], dtype=dtype)
+    else:
+        x = np.array([-700.0, -708.0, -720.0, -744.0, -746.0, -1e300], dtype=dtype)
+    want, _ = _sigmoid_reference(x)
+    got = C.sigmoid_forward(x)
+    assert got[-1] == 0 and got[-2] == 0 and (got[:-2] > 0).all()
+    assert_accurate(got, want, np.abs(want), what="sigmoid tail")
+    big = np.array([info.max, -info.max], dtype=dtype)
+    with np.errstate(all="raise"):  # NumPy-side checks only; C raises no flags to NumPy
+        np.testing.assert_array_equal(C.sigmoid_forward(big), [t(1), t(0)])
+        np.testing.assert_array_equal(C.tanh_forward(big), [t(1), t(-1)])
+
+
+def test_extended_references_against_mpmath():
+    # The whole-range tests trust NumPy's float64 and long double exp and
+    # tanh; check those against 40 digits on points across the range.
+    mpmath = pytest.importorskip("mpmath")
+    if np.finfo(np.longdouble).nmant < 63:
+        pytest.skip("long double is not the x87 80-bit type here")
+    mpmath.mp.dps = 40
+    x = np.concatenate([-np.geomspace(1e-30, 740, 150), np.geomspace(1e-30, 30, 100)])
+    sig, _ = _sigmoid_reference(x)
+    tanh, _ = _tanh_reference(x)
+
+    def exact(v):  # mpmath takes no long double; its mantissa and exponent exactly
+        mantissa, exponent = np.frexp(np.longdouble(v))
+        return mpmath.ldexp(int(np.ldexp(mantissa, 64)), int(exponent) - 64)
+
+    for i, v in enumerate(x):
+        mv = mpmath.mpf(float(v))
+        want_sig = 1 / (1 + mpmath.exp(-mv))
+        want_tanh = mpmath.tanh(mv)
+        assert abs(exact(sig[i]) - want_sig) <= 1e-17 * abs(want_sig), v
+        assert abs(exact(tanh[i]) - want_tanh) <= 1e-17 * abs(want_tanh), v
 
 
 # -- layouts -----------------------------------------------------------------------
@@ -513,14 +776,15 @@ def test_simd_level_is_the_best_the_cpu_has():
 
 # Run in a child with MINIGRAD_FORCE_ISA set: applies every op in OPS of
 # this file (imported from argv[3]) to the arrays in the .npz named by
-# argv[1], saves the results to argv[2] and prints the SIMD level it ran.
+# argv[1], and every kernel in ACCURACY to the whole-range sweeps, saves the
+# results to argv[2] and prints the SIMD level it ran.
 _CHILD = textwrap.dedent(
     """
     import sys
     import numpy as np
     sys.path.insert(0, sys.argv[3])
     from minigrad._C import lib
-    from test_kernels_activations import C, OPS
+    from test_kernels_activations import ACCURACY, C, OPS
 
     inputs = np.load(sys.argv[1])
     out = {}
@@ -531,6 +795,10 @@ _CHILD = textwrap.dedent(
             with np.errstate(all="ignore"):
                 out[op.name + "_forward_" + key] = op.forward(C, x)
                 out[op.name + "_backward_" + key] = op.backward(C, gy, x, y)
+    for acc in ACCURACY:
+        for key in ("f32", "f64"):
+            with np.errstate(all="ignore"):
+                out["accuracy_" + acc.name + "_" + key] = acc.kernel(inputs["sweep_" + key])
     np.savez(sys.argv[2], **out)
     print(lib.mg_simd_level())
     """
@@ -548,7 +816,8 @@ def _isa_inputs() -> dict:
         arrays["gy_" + key] = rng.permutation(x)
         for op in OPS:
             with np.errstate(all="ignore"):
-                arrays[op.name + "_y_" + key] = op.forward(REF, x)
+                arrays[op.name + "_y_" + key] = op.forward(VALUE_REF, x)
+        arrays["sweep_" + key] = accuracy_sweep(dtype)
     return arrays
 
 
@@ -595,7 +864,7 @@ def test_force_isa_selects_path(isa, tmp_path, isa_inputs, best_path_results):
             x, gy = isa_inputs["x_" + key], isa_inputs["gy_" + key]
             y = isa_inputs[op.name + "_y_" + key]
             with np.errstate(all="ignore"):
-                gx_ref = op.backward(REF, gy, x, y)
+                gx_ref = op.backward(VALUE_REF, gy, x, y)
             rtol = RTOL[x.dtype]
             what = f"{op.name} {key} on {isa}"
             assert_matches(
@@ -613,6 +882,16 @@ def test_force_isa_selects_path(isa, tmp_path, isa_inputs, best_path_results):
                 rtol=rtol,
                 scale=op.backward_scale(gy, x),
                 what=what,
+            )
+
+    # The whole-range accuracy bounds hold on this path too.
+    for acc in ACCURACY:
+        for key in ("f32", "f64"):
+            x = isa_inputs["sweep_" + key]
+            assert_accurate(
+                results["accuracy_" + acc.name + "_" + key],
+                *acc.reference(x),
+                what=f"{acc.name} {key} on {isa}",
             )
 
     # No -ffast-math and no FMA contraction: every path rounds identically, so

@@ -1,0 +1,238 @@
+/*
+ * vmath.h - exp and tanh for float and double, written so that a loop
+ * calling them auto-vectorizes: straight-line arithmetic, selects instead of
+ * branches, integer bit tricks through memcpy, and no calls into libm (the
+ * vectorizer cannot widen a call to glibc's scalar expf or tanh, which left
+ * those loops one element at a time).
+ *
+ * Only IEEE add, sub, mul, div, compare and bit operations are used, each
+ * rounded once, and the build does not contract a * b + c into an FMA
+ * (-std=c11), so every instruction set computes the very same bits.
+ *
+ * exp is needed only for arguments x <= 0 (sigmoid, tanh and GELU all work
+ * with exp(-|v|)), so it can never overflow; it only has to underflow
+ * properly. exp(x) = 2^k * e^r with k = round(x / ln 2) and
+ * r = x - k ln 2 in [-ln 2 / 2, ln 2 / 2]:
+ *
+ * - k comes from the "shifter" trick: adding 1.5 * 2^(mantissa bits) to
+ *   x / ln 2 rounds it to an integer that then sits in the low bits of the
+ *   sum's representation. No float-to-int conversion, which would be
+ *   undefined for NaN; a NaN x simply makes a NaN result.
+ * - r by Cody-Waite: ln 2 = LN2_HI + LN2_LO with LN2_HI short enough that
+ *   k * LN2_HI is exact and x - k * LN2_HI is exact by Sterbenz's lemma.
+ * - e^r - 1 = r + r^2 P(r), P a polynomial; e^r is 1 plus that.
+ * - 2^k is built by writing k + bias into the exponent field. To reach
+ *   results below the normal range without a branch, the scale is applied in
+ *   two steps, 2^(k + C) and then 2^-C, with C chosen so that both factors
+ *   are normal numbers for every k the clamped argument can give: the first
+ *   product is exact and the second rounds once, correctly also into the
+ *   subnormals.
+ * - The argument is clamped below, at a point where the result is 0 anyway,
+ *   so -inf gives exactly 0 and k stays in range. Clamps are written
+ *   x < MIN ? MIN : x, which lets NaN through.
+ *
+ * tanh(x) = sign(x) * tanh(|x|) and tanh(|x|) = -m / (2 + m) with
+ * m = expm1(-2|x|), computed as (2^k - 1) + 2^k (e^r - 1): for k = 0 that
+ * is e^r - 1 itself, so tanh(x) = x for tiny x with no cancellation, and
+ * one formula covers the whole range (no branch between a small-|x|
+ * polynomial and an exp form, which would have to compute both).
+ *
+ * Coefficients: P(r) = (e^r - 1 - r) / r^2 on [-1.0001 ln 2 / 2,
+ * 1.0001 ln 2 / 2] (the margin covers the rounding of x / ln 2), fitted by
+ * mpmath.chebyfit at 60 digits (Chebyshev interpolation, within a small
+ * factor of minimax), then rounded to the nearest float or double and
+ * written as the shortest decimal that reads back to it. Degrees are the
+ * smallest whose fit error is well under half an ulp of the result:
+ *
+ *   float  degree 4: |P error| <= 6.5e-8,  times r^2 <= 0.12 -> 8e-9
+ *   double degree 9: |P error| <= 1.1e-16, times r^2 <= 0.12 -> 1.3e-17
+ *
+ * The accuracy this gives over the whole range is stated in activations.c
+ * and checked by tests/test_kernels_activations.py.
+ */
+#ifndef MINIGRAD_VMATH_H
+#define MINIGRAD_VMATH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* memcpy is the portable way to reinterpret bits; GCC turns it into a
+ * register move and vectorizes it like any other operation. */
+static inline uint32_t mg_bits_f32(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static inline float mg_from_bits_f32(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static inline uint64_t mg_bits_f64(double x)
+{
+    uint64_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static inline double mg_from_bits_f64(uint64_t u)
+{
+    double x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* ---- exp(x) and exp(x) - 1 for x <= 0 ---------------------------------------- */
+
+/* The shifter 1.5 * 2^23 keeps x / ln 2 + shifter in [2^23, 2^24), where
+ * the ulp is 1, for every |x / ln 2| < 2^22. Its low 9 bits are zero, so the
+ * low bits of the sum's representation are k mod 2^9: adding a biased
+ * exponent and shifting by 23 leaves exactly that exponent + k in the
+ * exponent field (for results 1..254). */
+#define MG_EXP_F32_SHIFTER 0x1.8p23f
+#define MG_EXP_F32_LOG2E 1.44269504f
+#define MG_EXP_F32_LN2_HI 0.693359375f /* 355 / 512: k * LN2_HI exact for |k| < 2^15 */
+#define MG_EXP_F32_LN2_LO (-2.1219444e-4f) /* ln 2 - LN2_HI, rounded */
+
+/* e^r - 1 = r + r^2 P(r) for |r| <= ln 2 / 2, without the cancellation of
+ * e^r - 1 for small r. */
+static inline float mg_expm1_reduced_f32(float r)
+{
+    float p = 1.3926184e-03f;
+
+    p = p * r + 8.363179e-03f;
+    p = p * r + 4.1666556e-02f;
+    p = p * r + 1.6666576e-01f;
+    p = p * r + 5.e-01f;
+    return r + r * r * p;
+}
+
+/* exp(x) * 2^64 for x <= 0, a normal number (2^-109 or more) for
+ * x >= -120 and 0 below; multiply by MG_EXP_F32_UNSCALE to get exp(x).
+ * Callers that multiply exp(x) by other factors first and unscale last
+ * round into the subnormal range only once, at the end: GELU's x e^{2u}
+ * has a factor |x| ~ 10 where e^{2u} is already subnormal.
+ * exp(-104) alone is below half the smallest subnormal (2^-150 =
+ * e^-103.97), and even multiplied by such factors (up to 2^9 before the
+ * product stops being tiny) exp(-120) = 2^-173 leaves the subnormals, so 0
+ * below -120 changes no result. The clamp keeps k >= -174 for the rest, so
+ * 2^(k + 64) and 2^-64 are both normal and the first product is exact. */
+#define MG_EXP_F32_MIN (-120.0f)
+#define MG_EXP_F32_UNSCALE 0x1p-64f
+
+static inline float mg_exp_nonpos_scaled_f32(float x)
+{
+    float xc = x < MG_EXP_F32_MIN ? MG_EXP_F32_MIN : x;
+    float t = xc * MG_EXP_F32_LOG2E + MG_EXP_F32_SHIFTER;
+    float k = t - MG_EXP_F32_SHIFTER;
+    float r = (xc - k * MG_EXP_F32_LN2_HI) - k * MG_EXP_F32_LN2_LO;
+    float p = 1.0f + mg_expm1_reduced_f32(r);
+    uint32_t scale = (mg_bits_f32(t) + (uint32_t)(127 + 64)) << 23;
+    return x < MG_EXP_F32_MIN ? 0.0f : p * mg_from_bits_f32(scale);
+}
+
+static inline float mg_exp_nonpos_f32(float x)
+{
+    return mg_exp_nonpos_scaled_f32(x) * MG_EXP_F32_UNSCALE;
+}
+
+/* exp(x) - 1 for x <= 0 as (2^k - 1) + 2^k (e^r - 1): 2^k - 1 is exact for
+ * k >= -24 and 2^k (e^r - 1) is exact scaling, so the sum rounds once, and
+ * for k = 0 it is e^r - 1 itself, accurate for tiny x. expm1(-20) rounds to
+ * -1, so clamping there changes no result and keeps 2^k normal. */
+#define MG_EXPM1_F32_MIN (-20.0f)
+
+static inline float mg_expm1_nonpos_f32(float x)
+{
+    float xc = x < MG_EXPM1_F32_MIN ? MG_EXPM1_F32_MIN : x;
+    float t = xc * MG_EXP_F32_LOG2E + MG_EXP_F32_SHIFTER;
+    float k = t - MG_EXP_F32_SHIFTER;
+    float r = (xc - k * MG_EXP_F32_LN2_HI) - k * MG_EXP_F32_LN2_LO;
+    float two_k = mg_from_bits_f32((mg_bits_f32(t) + 127u) << 23);
+
+    return (two_k - 1.0f) + two_k * mg_expm1_reduced_f32(r);
+}
+
+/* double: the same with shifter 1.5 * 2^52 (low 12 bits zero, exponent
+ * field 1..2046); exp is 0 below -770 (exp(-770) = 2^-1110.9, far below
+ * half the smallest subnormal, 2^-1075 = e^-745.1, even times 2^12), so
+ * k >= -1112 and the scale factors 2^(k + 600) and 2^-600 are normal;
+ * expm1 is clamped at -40 (expm1(-40) rounds to -1). */
+#define MG_EXP_F64_SHIFTER 0x1.8p52
+#define MG_EXP_F64_LOG2E 1.4426950408889634
+/* LN2_HI has its low 21 bits zero: k * LN2_HI is exact for |k| < 2^21. */
+#define MG_EXP_F64_LN2_HI 0x1.62e42feep-1
+#define MG_EXP_F64_LN2_LO 1.9082149292705877e-10 /* ln 2 - LN2_HI, rounded */
+#define MG_EXP_F64_MIN (-770.0)
+#define MG_EXP_F64_UNSCALE 0x1p-600
+#define MG_EXPM1_F64_MIN (-40.0)
+
+static inline double mg_expm1_reduced_f64(double r)
+{
+    double p = 2.510038549551032e-08;
+
+    p = p * r + 2.7620088445409746e-07;
+    p = p * r + 2.7557268459997064e-06;
+    p = p * r + 2.4801521295954376e-05;
+    p = p * r + 1.9841269863053618e-04;
+    p = p * r + 1.3888888917213717e-03;
+    p = p * r + 8.333333333330062e-03;
+    p = p * r + 4.166666666662413e-02;
+    p = p * r + 1.6666666666666669e-01;
+    p = p * r + 5.000000000000001e-01;
+    return r + r * r * p;
+}
+
+static inline double mg_exp_nonpos_scaled_f64(double x)
+{
+    double xc = x < MG_EXP_F64_MIN ? MG_EXP_F64_MIN : x;
+    double t = xc * MG_EXP_F64_LOG2E + MG_EXP_F64_SHIFTER;
+    double k = t - MG_EXP_F64_SHIFTER;
+    double r = (xc - k * MG_EXP_F64_LN2_HI) - k * MG_EXP_F64_LN2_LO;
+    double p = 1.0 + mg_expm1_reduced_f64(r);
+    uint64_t scale = (mg_bits_f64(t) + (uint64_t)(1023 + 600)) << 52;
+    return x < MG_EXP_F64_MIN ? 0.0 : p * mg_from_bits_f64(scale);
+}
+
+static inline double mg_exp_nonpos_f64(double x)
+{
+    return mg_exp_nonpos_scaled_f64(x) * MG_EXP_F64_UNSCALE;
+}
+
+static inline double mg_expm1_nonpos_f64(double x)
+{
+    double xc = x < MG_EXPM1_F64_MIN ? MG_EXPM1_F64_MIN : x;
+    double t = xc * MG_EXP_F64_LOG2E + MG_EXP_F64_SHIFTER;
+    double k = t - MG_EXP_F64_SHIFTER;
+    double r = (xc - k * MG_EXP_F64_LN2_HI) - k * MG_EXP_F64_LN2_LO;
+    double two_k = mg_from_bits_f64((mg_bits_f64(t) + 1023u) << 52);
+
+    return (two_k - 1.0) + two_k * mg_expm1_reduced_f64(r);
+}
+
+/* ---- tanh ------------------------------------------------------------------- */
+
+/* tanh(|x|) = -m / (2 + m) with m = expm1(-2|x|) in (-1, 0]: no
+ * cancellation anywhere, tanh(x) = x for tiny x, exactly 1 once m rounds to
+ * -1 (which the clamp in expm1 reaches before anything could overflow). The
+ * sign goes back on with copysign, so tanh(-0) = -0. */
+static inline float mg_tanh_f32(float x)
+{
+    float m = mg_expm1_nonpos_f32(-2.0f * fabsf(x));
+
+    return copysignf(-m / (2.0f + m), x);
+}
+
+static inline double mg_tanh_f64(double x)
+{
+    double m = mg_expm1_nonpos_f64(-2.0 * fabs(x));
+
+    return copysign(-m / (2.0 + m), x);
+}
+
+#endif /* MINIGRAD_VMATH_H */
