@@ -32,10 +32,11 @@ class Sequential(Module):
         return x
 
     def __getitem__(self, index: int | slice) -> Module:
-        children = list(self.children())
+        named = list(self.named_children())
         if isinstance(index, slice):
-            return Sequential(*children[index])
-        return children[index]
+            # Keys are kept, as in PyTorch, so a slice's state_dict names match the original's.
+            return Sequential(OrderedDict(named[index]))
+        return named[index][1]
 
     def __len__(self) -> int:
         return sum(1 for _ in self.children())
@@ -44,6 +45,8 @@ class Sequential(Module):
         return self.children()
 
     def append(self, module: Module) -> Sequential:
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential.append: expected a Module, got {type(module).__name__}")
         setattr(self, str(len(self)), module)
         return self
 

@@ -10,6 +10,7 @@ named with ``register_buffer``.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -22,9 +23,28 @@ from ..tensor import Tensor
 from .parameter import Parameter
 
 
+def _factory_dtype(owner: str, dtype: Any, device: Any = None) -> np.dtype:
+    """The float dtype a layer's parameters are made in (float32 by default).
+
+    ``device`` is accepted so PyTorch constructor calls run unchanged; only the
+    CPU exists here.
+    """
+    if device is not None and str(device) != "cpu":
+        raise ValueError(f"{owner}: device must be None or 'cpu', got {device!r}")
+    resolved = np.dtype(np.float32) if dtype is None else as_dtype(dtype, owner)
+    if resolved.kind != "f":
+        raise TypeError(f"{owner}: dtype must be float32 or float64, got {resolved}")
+    return resolved
+
+
 class IncompatibleKeys(NamedTuple):
     missing_keys: list[str]
     unexpected_keys: list[str]
+
+
+# Hook handles need keys that are never reused: a key derived from the hook
+# (its id, the count of hooks) can repeat once a hook is removed.
+_hook_ids = itertools.count()
 
 
 class _RemovableHandle:
@@ -63,13 +83,13 @@ class Module:
 
     def register_forward_hook(self, hook: Callable) -> _RemovableHandle:
         """``hook(module, inputs, output)`` runs after forward; a returned value replaces output."""
-        key = id(hook) ^ len(self._forward_hooks)
+        key = next(_hook_ids)
         self._forward_hooks[key] = hook
         return _RemovableHandle(self._forward_hooks, key)
 
     def register_forward_pre_hook(self, hook: Callable) -> _RemovableHandle:
         """``hook(module, inputs)`` runs before forward; a returned value replaces the inputs."""
-        key = id(hook) ^ len(self._forward_pre_hooks)
+        key = next(_hook_ids)
         self._forward_pre_hooks[key] = hook
         return _RemovableHandle(self._forward_pre_hooks, key)
 
@@ -223,13 +243,18 @@ class Module:
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         errors = []
-        if strict and (missing or unexpected):
+        if strict:
+            # PyTorch's wording and order, so messages can be searched for
+            if missing:
+                errors.append(
+                    "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". "
+                )
             if unexpected:
                 errors.append(
-                    "Unexpected key(s) in state_dict: " + ", ".join(map(repr, unexpected))
+                    "Unexpected key(s) in state_dict: "
+                    + ", ".join(f'"{k}"' for k in unexpected)
+                    + ". "
                 )
-            if missing:
-                errors.append("Missing key(s) in state_dict: " + ", ".join(map(repr, missing)))
         for key, target in own.items():
             if key not in state_dict:
                 continue
