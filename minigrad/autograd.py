@@ -497,7 +497,7 @@ def gradcheck(
     for i in checked:
         x = inputs[i]._data
         if not (x.flags.c_contiguous and x.flags.writeable):
-            x = inputs[i]._data = np.array(x)
+            x = inputs[i]._data = np.array(x, order="C")
         flat = x.reshape(-1)  # a view: each element is nudged in place and restored
         jac = np.zeros((x.size, n_out))
         for k in range(x.size):

@@ -399,3 +399,8 @@ def test_inplace_after_backward_is_fine():
     x.mul_(2)
     (w * x).sum().backward()
     np.testing.assert_allclose(w.grad.numpy(), np.full(3, 3.0))
+
+
+def test_gradcheck_on_a_transposed_input():
+    x = mg.tensor(np.arange(6.0).reshape(2, 3).T, dtype=mg.float64, requires_grad=True)
+    assert mg.gradcheck(lambda t: (t * t).sum(), [x])
