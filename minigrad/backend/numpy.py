@@ -301,31 +301,60 @@ class NumpyBackend(Backend):
         return result
 
     # -- elementwise activations ------------------------------------------
+    # np.where and masked copies branch per element: on random signs they run
+    # at a few ns per element, slower than an exp. The forms below are
+    # branch-free and give the same results (NaN and inf included).
+
     def relu_forward(self, x):
-        return np.maximum(x, 0)
+        # maximum against an array, not the scalar 0: NumPy's scalar-operand
+        # loop for maximum is several times slower on this data
+        y = np.zeros_like(x)
+        np.maximum(x, y, out=y)
+        return y
 
     def relu_backward(self, gy, y):
-        # A select rather than a product: an infinite gy where the unit is off
-        # gives 0, not inf * 0 = NaN; and like PyTorch's threshold_backward the
-        # test is y <= 0, so a NaN unit passes its gradient on.
-        return np.where(y <= 0, 0, gy)
+        # PyTorch's threshold_backward: 0 where y <= 0, else gy (a NaN unit
+        # passes gy on). Multiplying by the 0/1 mask is exact for finite gy;
+        # an inf or NaN gy on an off unit would give NaN, so those are zeroed.
+        if not np.isfinite(gy).all():
+            return np.where(y <= 0, 0, gy).astype(gy.dtype, copy=False)
+        # (out= keeps 0-d inputs arrays, so the in-place steps work for them too)
+        on = np.less_equal(y, 0, out=np.empty(y.shape, dtype=bool))
+        np.logical_not(on, out=on)
+        return np.multiply(gy, on, out=np.empty_like(gy))
 
     def leaky_relu_forward(self, x, negative_slope):
-        return np.where(x > 0, x, x * float(negative_slope))
+        slope = float(negative_slope)
+        if slope == 0:  # inf * 0 would be NaN on the positive side
+            return np.where(x > 0, x, x * slope)
+        y = np.multiply(x, slope, out=np.empty_like(x))
+        # for slope <= 1 the larger of x and slope*x is the right branch on
+        # both sides of 0 (for slope > 1 the smaller); NaN propagates
+        (np.maximum if slope <= 1 else np.minimum)(x, y, out=y)
+        return y
 
     def leaky_relu_backward(self, gy, x, negative_slope):
-        return np.where(x > 0, gy, gy * float(negative_slope))
+        # gy*on + (slope*gy)*off: each element adds an exact 0 to its branch
+        slope = float(negative_slope)
+        if not np.isfinite(gy).all():  # inf * 0 would make NaN on the other branch
+            return np.where(x > 0, gy, gy * slope).astype(gy.dtype, copy=False)
+        on = np.greater(x, 0, out=np.empty(x.shape, dtype=bool))
+        g = np.multiply(gy, on, out=np.empty_like(gy))
+        off = np.multiply(gy, slope, out=np.empty_like(gy))
+        off *= ~on
+        g += off
+        return g
 
     def sigmoid_forward(self, x):
-        # z = exp(-|x|) never overflows. For x < 0 the result is z / (1 + z),
-        # which keeps full relative accuracy where sigmoid is tiny (the form
-        # 0.5 * tanh(x/2) + 0.5 cancels there); -inf gives 0/1 = 0, +inf 1/1.
-        z = np.abs(x, out=np.empty_like(x))  # out=: a 0-d input still gives an array
-        np.negative(z, out=z)
-        np.exp(z, out=z)
-        y = np.where(x < 0, z, 1)
-        z += 1
-        y /= z
+        # 1 / (1 + exp(-x)) is accurate in relative terms for every x: where
+        # exp(-x) is huge the result is about exp(x), rounded once. exp(-x)
+        # overflows to inf below x = -88.7 (float32), giving exactly 0 there
+        # instead of a subnormal; that overflow is expected, not an error.
+        y = np.negative(x, out=np.empty_like(x))  # out=: a 0-d input still gives an array
+        with np.errstate(over="ignore"):
+            np.exp(y, out=y)
+        y += 1
+        np.reciprocal(y, out=y)
         return y
 
     def sigmoid_backward(self, gy, y):
