@@ -439,148 +439,65 @@ static const loop_table_f64 loops_f64[] = {
 
 /* Each kernel reads its loop from the row for the running CPU and runs it
  * on the calling thread, or for large arrays on every thread of a parallel
- * region, each on its own share of the elements. */
-#define DEFINE_KERNELS(T, S)                                                             \
-    int mg_relu_forward_##S(size_t n, T *y, const T *x)                                  \
+ * region, each on its own share of the elements. One macro per kernel
+ * signature: unary (y from x) or binary (gx from gy and a saved array), each
+ * with or without one scalar parameter P of type PT. The bodies' trailing
+ * __VA_ARGS__ is either empty or ", P" (an empty argument, then P), so the
+ * loop call gains the scalar exactly when the kernel has one. */
+#define UNARY_KERNEL_BODY(LOOP_TYPE, S, NAME, ...)                                       \
     {                                                                                    \
-        unary_loop_##S *loop = loops_##S[mg_simd_level()].relu_forward;                  \
+        LOOP_TYPE##_##S *loop = loops_##S[mg_simd_level()].NAME;                         \
         if (!use_threads(n)) {                                                           \
-            loop(n, y, x);                                                               \
+            loop(n, y, x __VA_ARGS__);                                                   \
             return 0;                                                                    \
         }                                                                                \
         MG_OMP_PARALLEL                                                                  \
         {                                                                                \
             mg_range r = thread_share(n);                                                \
-            loop(r.len, y + r.lo, x + r.lo);                                             \
-        }                                                                                \
-        return 0;                                                                        \
-    }                                                                                    \
-    int mg_relu_backward_##S(size_t n, T *gx, const T *gy, const T *y)                   \
-    {                                                                                    \
-        binary_loop_##S *loop = loops_##S[mg_simd_level()].relu_backward;                \
-        if (!use_threads(n)) {                                                           \
-            loop(n, gx, gy, y);                                                          \
-            return 0;                                                                    \
-        }                                                                                \
-        MG_OMP_PARALLEL                                                                  \
-        {                                                                                \
-            mg_range r = thread_share(n);                                                \
-            loop(r.len, gx + r.lo, gy + r.lo, y + r.lo);                                 \
-        }                                                                                \
-        return 0;                                                                        \
-    }                                                                                    \
-    int mg_leaky_relu_forward_##S(size_t n, T *y, const T *x, T slope)                   \
-    {                                                                                    \
-        unary_param_loop_##S *loop = loops_##S[mg_simd_level()].leaky_relu_forward;      \
-        if (!use_threads(n)) {                                                           \
-            loop(n, y, x, slope);                                                        \
-            return 0;                                                                    \
-        }                                                                                \
-        MG_OMP_PARALLEL                                                                  \
-        {                                                                                \
-            mg_range r = thread_share(n);                                                \
-            loop(r.len, y + r.lo, x + r.lo, slope);                                      \
-        }                                                                                \
-        return 0;                                                                        \
-    }                                                                                    \
-    int mg_leaky_relu_backward_##S(size_t n, T *gx, const T *gy, const T *x, T slope)    \
-    {                                                                                    \
-        binary_param_loop_##S *loop = loops_##S[mg_simd_level()].leaky_relu_backward;    \
-        if (!use_threads(n)) {                                                           \
-            loop(n, gx, gy, x, slope);                                                   \
-            return 0;                                                                    \
-        }                                                                                \
-        MG_OMP_PARALLEL                                                                  \
-        {                                                                                \
-            mg_range r = thread_share(n);                                                \
-            loop(r.len, gx + r.lo, gy + r.lo, x + r.lo, slope);                          \
-        }                                                                                \
-        return 0;                                                                        \
-    }                                                                                    \
-    int mg_sigmoid_forward_##S(size_t n, T *y, const T *x)                               \
-    {                                                                                    \
-        unary_loop_##S *loop = loops_##S[mg_simd_level()].sigmoid_forward;               \
-        if (!use_threads(n)) {                                                           \
-            loop(n, y, x);                                                               \
-            return 0;                                                                    \
-        }                                                                                \
-        MG_OMP_PARALLEL                                                                  \
-        {                                                                                \
-            mg_range r = thread_share(n);                                                \
-            loop(r.len, y + r.lo, x + r.lo);                                             \
-        }                                                                                \
-        return 0;                                                                        \
-    }                                                                                    \
-    int mg_sigmoid_backward_##S(size_t n, T *gx, const T *gy, const T *y)                \
-    {                                                                                    \
-        binary_loop_##S *loop = loops_##S[mg_simd_level()].sigmoid_backward;             \
-        if (!use_threads(n)) {                                                           \
-            loop(n, gx, gy, y);                                                          \
-            return 0;                                                                    \
-        }                                                                                \
-        MG_OMP_PARALLEL                                                                  \
-        {                                                                                \
-            mg_range r = thread_share(n);                                                \
-            loop(r.len, gx + r.lo, gy + r.lo, y + r.lo);                                 \
-        }                                                                                \
-        return 0;                                                                        \
-    }                                                                                    \
-    int mg_tanh_forward_##S(size_t n, T *y, const T *x)                                  \
-    {                                                                                    \
-        unary_loop_##S *loop = loops_##S[mg_simd_level()].tanh_forward;                  \
-        if (!use_threads(n)) {                                                           \
-            loop(n, y, x);                                                               \
-            return 0;                                                                    \
-        }                                                                                \
-        MG_OMP_PARALLEL                                                                  \
-        {                                                                                \
-            mg_range r = thread_share(n);                                                \
-            loop(r.len, y + r.lo, x + r.lo);                                             \
-        }                                                                                \
-        return 0;                                                                        \
-    }                                                                                    \
-    int mg_tanh_backward_##S(size_t n, T *gx, const T *gy, const T *y)                   \
-    {                                                                                    \
-        binary_loop_##S *loop = loops_##S[mg_simd_level()].tanh_backward;                \
-        if (!use_threads(n)) {                                                           \
-            loop(n, gx, gy, y);                                                          \
-            return 0;                                                                    \
-        }                                                                                \
-        MG_OMP_PARALLEL                                                                  \
-        {                                                                                \
-            mg_range r = thread_share(n);                                                \
-            loop(r.len, gx + r.lo, gy + r.lo, y + r.lo);                                 \
-        }                                                                                \
-        return 0;                                                                        \
-    }                                                                                    \
-    int mg_gelu_forward_##S(size_t n, T *y, const T *x, int approximate)                 \
-    {                                                                                    \
-        unary_flag_loop_##S *loop = loops_##S[mg_simd_level()].gelu_forward;             \
-        if (!use_threads(n)) {                                                           \
-            loop(n, y, x, approximate);                                                  \
-            return 0;                                                                    \
-        }                                                                                \
-        MG_OMP_PARALLEL                                                                  \
-        {                                                                                \
-            mg_range r = thread_share(n);                                                \
-            loop(r.len, y + r.lo, x + r.lo, approximate);                                \
-        }                                                                                \
-        return 0;                                                                        \
-    }                                                                                    \
-    int mg_gelu_backward_##S(size_t n, T *gx, const T *gy, const T *x, int approximate)  \
-    {                                                                                    \
-        binary_flag_loop_##S *loop = loops_##S[mg_simd_level()].gelu_backward;           \
-        if (!use_threads(n)) {                                                           \
-            loop(n, gx, gy, x, approximate);                                             \
-            return 0;                                                                    \
-        }                                                                                \
-        MG_OMP_PARALLEL                                                                  \
-        {                                                                                \
-            mg_range r = thread_share(n);                                                \
-            loop(r.len, gx + r.lo, gy + r.lo, x + r.lo, approximate);                    \
+            loop(r.len, y + r.lo, x + r.lo __VA_ARGS__);                                 \
         }                                                                                \
         return 0;                                                                        \
     }
+
+#define BINARY_KERNEL_BODY(LOOP_TYPE, S, NAME, ...)                                      \
+    {                                                                                    \
+        LOOP_TYPE##_##S *loop = loops_##S[mg_simd_level()].NAME;                         \
+        if (!use_threads(n)) {                                                           \
+            loop(n, gx, gy, saved __VA_ARGS__);                                          \
+            return 0;                                                                    \
+        }                                                                                \
+        MG_OMP_PARALLEL                                                                  \
+        {                                                                                \
+            mg_range r = thread_share(n);                                                \
+            loop(r.len, gx + r.lo, gy + r.lo, saved + r.lo __VA_ARGS__);                 \
+        }                                                                                \
+        return 0;                                                                        \
+    }
+
+#define UNARY_KERNEL(T, S, NAME)                                                         \
+    int mg_##NAME##_##S(size_t n, T *y, const T *x)                                      \
+        UNARY_KERNEL_BODY(unary_loop, S, NAME, )
+#define UNARY_KERNEL_WITH(T, S, NAME, LOOP_TYPE, PT, P)                                  \
+    int mg_##NAME##_##S(size_t n, T *y, const T *x, PT P)                                \
+        UNARY_KERNEL_BODY(LOOP_TYPE, S, NAME, , P)
+#define BINARY_KERNEL(T, S, NAME)                                                        \
+    int mg_##NAME##_##S(size_t n, T *gx, const T *gy, const T *saved)                    \
+        BINARY_KERNEL_BODY(binary_loop, S, NAME, )
+#define BINARY_KERNEL_WITH(T, S, NAME, LOOP_TYPE, PT, P)                                 \
+    int mg_##NAME##_##S(size_t n, T *gx, const T *gy, const T *saved, PT P)              \
+        BINARY_KERNEL_BODY(LOOP_TYPE, S, NAME, , P)
+
+#define DEFINE_KERNELS(T, S)                                                             \
+    UNARY_KERNEL(T, S, relu_forward)                                                     \
+    BINARY_KERNEL(T, S, relu_backward)                                                   \
+    UNARY_KERNEL_WITH(T, S, leaky_relu_forward, unary_param_loop, T, slope)              \
+    BINARY_KERNEL_WITH(T, S, leaky_relu_backward, binary_param_loop, T, slope)           \
+    UNARY_KERNEL(T, S, sigmoid_forward)                                                  \
+    BINARY_KERNEL(T, S, sigmoid_backward)                                                \
+    UNARY_KERNEL(T, S, tanh_forward)                                                     \
+    BINARY_KERNEL(T, S, tanh_backward)                                                   \
+    UNARY_KERNEL_WITH(T, S, gelu_forward, unary_flag_loop, int, approximate)             \
+    BINARY_KERNEL_WITH(T, S, gelu_backward, binary_flag_loop, int, approximate)
 
 DEFINE_KERNELS(float, f32)
 DEFINE_KERNELS(double, f64)
