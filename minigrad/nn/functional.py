@@ -270,6 +270,14 @@ def _warn_if_broadcast(fn: str, x: Tensor, y: Tensor) -> None:
         )
 
 
+def _pointwise_loss(fn, function, input, target, size_average, reduce, reduction) -> Tensor:
+    """The shared body of mse_loss and l1_loss: check, resolve the reduction, apply."""
+    x, y = _tensor(fn, "input", input), _tensor(fn, "target", target)
+    reduction = _reduction(fn, reduction, size_average, reduce)
+    _warn_if_broadcast(fn, x, y)
+    return function.apply(x, y, reduction)
+
+
 def mse_loss(
     input: Tensor,
     target: Tensor,
@@ -277,10 +285,7 @@ def mse_loss(
     reduce: bool | None = None,
     reduction: str = "mean",
 ) -> Tensor:
-    x, y = _tensor("mse_loss", "input", input), _tensor("mse_loss", "target", target)
-    reduction = _reduction("mse_loss", reduction, size_average, reduce)
-    _warn_if_broadcast("mse_loss", x, y)
-    return ops.MSELoss.apply(x, y, reduction)
+    return _pointwise_loss("mse_loss", ops.MSELoss, input, target, size_average, reduce, reduction)
 
 
 def l1_loss(
@@ -290,10 +295,7 @@ def l1_loss(
     reduce: bool | None = None,
     reduction: str = "mean",
 ) -> Tensor:
-    x, y = _tensor("l1_loss", "input", input), _tensor("l1_loss", "target", target)
-    reduction = _reduction("l1_loss", reduction, size_average, reduce)
-    _warn_if_broadcast("l1_loss", x, y)
-    return ops.L1Loss.apply(x, y, reduction)
+    return _pointwise_loss("l1_loss", ops.L1Loss, input, target, size_average, reduce, reduction)
 
 
 def cross_entropy(
