@@ -47,10 +47,14 @@
 
 /* ---- threads ----------------------------------------------------------- */
 
-/* Below this many elements a kernel runs on the calling thread: a parallel
- * region costs a few microseconds to start, about what relu needs for 64K
- * floats. */
-#define MG_PARALLEL_MIN ((size_t)1 << 16)
+/* Below this many elements a kernel runs on the calling thread. A parallel
+ * region costs a few microseconds to start, but the real risk is another
+ * thread pool: right after a NumPy matmul, OpenBLAS's threads still spin on
+ * the cores, and a region that waits for one of them can lose a whole
+ * scheduler time slice (measured: relu on 128x512 took 4 ms instead of 3 us
+ * inside a training step on 2 cores). Only arrays large enough that one
+ * thread needs about a millisecond are split. */
+#define MG_PARALLEL_MIN ((size_t)1 << 21)
 
 /* Small arrays skip OpenMP altogether, not just via an if() clause: even a
  * one-thread region costs libgomp about half a microsecond, as much as the

@@ -52,7 +52,10 @@ REF = NumpyBackend()
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-13}
-SIZES = [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 127, 1000, 1 << 17]
+# Above THREADED_N the kernels split the work across OpenMP threads
+# (MG_PARALLEL_MIN in activations.c); the odd size gives uneven shares.
+THREADED_N = (1 << 21) + 13
+SIZES = [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 127, 1000, 1 << 17, THREADED_N]
 SIMD_LEVELS = ["generic", "avx2", "avx512"]
 
 
@@ -302,7 +305,7 @@ def check_op(op: Op, x: np.ndarray, gy: np.ndarray, what: str = "") -> None:
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)
 def test_sizes(op, dtype, n):
     # Every length around the 4-, 8- and 16-lane vector widths exercises the
-    # scalar tails; 1 << 17 is above the size where OpenMP threads start.
+    # scalar tails; THREADED_N runs on several threads.
     rng = np.random.default_rng(n)
     x = (rng.standard_normal(n) * 4).astype(dtype)
     gy = rng.standard_normal(n).astype(dtype)
@@ -718,7 +721,7 @@ def restore_threads():
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)
 def test_thread_count_does_not_change_results(op, dtype, restore_threads):
     # Sizes just above the parallel threshold and odd, so shares are uneven.
-    n = (1 << 16) + 13
+    n = THREADED_N
     rng = np.random.default_rng(3)
     x = (rng.standard_normal(n) * 4).astype(dtype)
     gy = rng.standard_normal(n).astype(dtype)
