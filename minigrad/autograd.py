@@ -169,6 +169,13 @@ class Context:
                 )
         return self._saved
 
+    @property
+    def next_functions(self) -> tuple:
+        """Per forward argument, where its gradient goes: ``(node, output index)``
+        for a tensor made by an op, ``(leaf tensor, 0)`` for a leaf, and
+        ``(None, 0)`` for an argument that needs no gradient (PyTorch's name)."""
+        return tuple(edge if type(edge) is tuple else (edge, 0) for edge in self._edges)
+
     def name(self) -> str:
         return f"{self.function.__name__}Backward"
 
