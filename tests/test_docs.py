@@ -17,4 +17,4 @@ def test_doc_examples(page):
         verbose=False,
     )
     assert result.attempted > 0, f"{page.name} has no examples"
-    assert result.failed == 0, f"{result.failed} example(s) in {page.name} failed (see output above)"
+    assert result.failed == 0, f"{result.failed} example(s) in {page.name} failed (output above)"
