@@ -1,0 +1,219 @@
+import math
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import nn, optim
+from minigrad.diagnostics import GradientMonitor
+
+
+def _model():
+    mg.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.Sigmoid(), nn.Linear(5, 3), nn.Tanh()
+    )
+
+
+def _batch():
+    rng = np.random.default_rng(0)
+    return mg.tensor(rng.standard_normal((8, 4)).astype(np.float32)), mg.tensor(np.arange(8) % 3)
+
+
+def _train(model, monitor, steps=2, clip=None, lr=0.1):
+    x, y = _batch()
+    opt = optim.SGD(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = nn.CrossEntropyLoss()(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        monitor.step()
+        if clip is not None:
+            monitor.record_clip(nn.utils.clip_grad_norm_(model.parameters(), clip), clip)
+        opt.step()
+
+
+def test_gradient_numbers_equal_direct_computation_before_zero_grad():
+    model = _model()
+    monitor = GradientMonitor(model)
+    x, y = _batch()
+    loss = nn.CrossEntropyLoss()(model(x), y)
+    loss.backward()
+    record = monitor.step()
+    grads = {n: p.grad.numpy().astype(np.float64) for n, p in model.named_parameters()}
+    weights = {n: p.detach().numpy().astype(np.float64) for n, p in model.named_parameters()}
+    model.zero_grad()  # recorded already: zeroing afterwards must not change the record
+    for name, g in grads.items():
+        entry = record["params"][name]
+        assert entry["grad_norm"] == pytest.approx(np.linalg.norm(g), rel=1e-6)
+        assert entry["max_abs"] == pytest.approx(np.abs(g).max(), rel=1e-6)
+        assert entry["grad_to_weight"] == pytest.approx(
+            np.linalg.norm(g) / np.linalg.norm(weights[name]), rel=1e-6
+        )
+        counts, edges = np.histogram(g, bins=10, range=(-np.abs(g).max(), np.abs(g).max()))
+        assert entry["hist"]["counts"] == counts.tolist()
+        assert np.allclose(entry["hist"]["edges"], edges)
+        assert entry["nan"] == entry["inf"] == 0
+    layer0 = np.sqrt(np.sum(grads["0.weight"] ** 2) + np.sum(grads["0.bias"] ** 2))
+    assert record["layers"]["0"]["grad_norm"] == pytest.approx(layer0, rel=1e-6)
+    total = math.sqrt(sum(float(np.sum(g**2)) for g in grads.values()))
+    assert record["global_norm"] == pytest.approx(total, rel=1e-6)
+    assert record["global_norm"] > 0
+
+
+def test_update_ratio_clip_and_activation_stats():
+    model = _model()
+    monitor = GradientMonitor(model)
+    x, y = _batch()
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    outputs = {}
+    for name, m in model.named_modules():
+        if name:
+            m.register_forward_hook(
+                lambda mod, inp, out, name=name: outputs.__setitem__(
+                    name, out.detach().numpy().astype(np.float64)
+                )
+            )
+    loss = nn.CrossEntropyLoss()(model(x), y)
+    loss.backward()
+    monitor.step()
+    before = {n: p.detach().numpy().copy() for n, p in model.named_parameters()}
+    total = nn.utils.clip_grad_norm_(model.parameters(), 0.01)
+    monitor.record_clip(total, 0.01)
+    opt.step()
+    monitor.step()  # the next step measures the update of the previous one
+    record = monitor.history[0]
+    for name, p in model.named_parameters():
+        delta = p.detach().numpy().astype(np.float64) - before[name]
+        expected = math.log10(delta.std() / before[name].astype(np.float64).std())
+        assert record["params"][name]["update_log10"] == pytest.approx(expected, abs=1e-4)
+    assert record["clip"]["total_norm"] == pytest.approx(record["global_norm"], rel=1e-5)
+    assert record["clip"]["coef"] == pytest.approx(0.01 / (total.item() + 1e-6), rel=1e-6)
+    acts = record["activations"]
+    for name, y_out in outputs.items():
+        assert acts[name]["mean"] == pytest.approx(y_out.mean(), rel=1e-5, abs=1e-7)
+        assert acts[name]["std"] == pytest.approx(y_out.std(), rel=1e-4)
+    s = outputs["3"]
+    assert acts["3"]["saturated"] == pytest.approx(np.mean((s < 0.01) | (s > 0.99)))
+    t = outputs["5"]
+    assert acts["5"]["saturated"] == pytest.approx(np.mean(np.abs(t) > 0.97))
+
+
+def test_dead_relu_and_saturation_on_constructed_cases():
+    lin = nn.Linear(3, 4)
+    model = nn.Sequential(lin, nn.ReLU(), nn.Linear(4, 4), nn.Sigmoid())
+    with mg.no_grad():
+        lin.weight.copy_(np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0]], np.float32))
+        lin.bias.copy_(np.array([0, 0, -1, -2], np.float32))  # units 2 and 3 never fire
+        model[2].weight.copy_(np.full((4, 4), 50.0, np.float32))
+        model[2].bias.copy_(np.array([0, 0, -1000, 1000], np.float32))
+    monitor = GradientMonitor(model)
+    x = mg.tensor(np.abs(np.random.default_rng(1).standard_normal((5, 3))).astype(np.float32) + 0.1)
+    model(x).sum().backward()
+    record = monitor.step()
+    assert record["activations"]["1"]["dead"] == pytest.approx(0.5)
+    # Units 2 and 3 are pinned at 0 and 1; units 0 and 1 see 50 * (x0 + x1) > 10.
+    assert record["activations"]["3"]["saturated"] == pytest.approx(1.0)
+    kinds = {f["kind"] for f in monitor.flags()}
+    assert {"dead", "saturated"} <= kinds
+
+
+def test_nan_and_inf_counts():
+    model = nn.Sequential(nn.Linear(2, 2))
+    monitor = GradientMonitor(model)
+    x = mg.tensor([[1.0, 2.0]])
+    model(x).sum().backward()
+    model[0].weight.grad.numpy()[0, 0] = np.nan
+    model[0].weight.grad.numpy()[1, 1] = np.inf
+    record = monitor.step()
+    entry = record["params"]["0.weight"]
+    assert (entry["nan"], entry["inf"]) == (1, 1)
+    assert sum(entry["hist"]["counts"]) == 2  # the two finite values
+    assert any(f["kind"] == "non-finite" for f in monitor.flags())
+
+
+def test_every_records_one_step_in_n():
+    model = _model()
+    monitor = GradientMonitor(model, every=3)
+    _train(model, monitor, steps=7)
+    assert [r["step"] for r in monitor.history] == [0, 3, 6]
+    assert all(r["activations"] for r in monitor.history)
+    assert monitor.history[0]["params"]["0.weight"]["update_log10"] is not None
+
+
+def test_history_is_plain_data():
+    import json
+
+    model = _model()
+    monitor = GradientMonitor(model)
+    _train(model, monitor, clip=1.0)
+    json.dumps(monitor.history)
+
+
+def _deep(activation, std, depth=12, width=16):
+    mg.manual_seed(0)
+    layers = []
+    for i in range(depth):
+        lin = nn.Linear(width, width)
+        nn.init.normal_(lin.weight, 0.0, std)
+        nn.init.zeros_(lin.bias)
+        layers += [lin, activation()] if i < depth - 1 else [lin]
+    return nn.Sequential(*layers)
+
+
+def _one_step(model, width=16):
+    monitor = GradientMonitor(model)
+    x = mg.tensor(np.random.default_rng(0).standard_normal((64, width)).astype(np.float32))
+    ((model(x) ** 2).mean()).backward()
+    monitor.step()
+    return monitor
+
+
+def test_report_flags_vanishing_and_exploding_and_stays_quiet_when_healthy(capsys):
+    vanishing = _one_step(_deep(nn.Sigmoid, 0.1))
+    text = vanishing.report()
+    assert "vanishing" in text and "kaiming" in text
+    assert any(f["kind"] == "vanishing" and f["layer"] == "0" for f in vanishing.flags())
+
+    exploding = _one_step(_deep(nn.ReLU, 1.5))
+    text = exploding.report()
+    assert "exploding" in text and "clip" in text
+    assert any(f["kind"] == "exploding" for f in exploding.flags())
+
+    healthy = _one_step(_deep(nn.ReLU, math.sqrt(2 / 64), depth=6, width=64), width=64)
+    assert healthy.flags() == []
+    assert "no layer flagged" in healthy.report()
+    assert "GradientMonitor" in capsys.readouterr().out
+
+
+def test_growth_step_over_step_is_flagged():
+    model = nn.Sequential(nn.Linear(2, 1))
+    monitor = GradientMonitor(model)
+    x = mg.tensor([[1.0, 1.0]])
+    for k in range(5):
+        (model(x).sum() * 4.0**k).backward()
+        monitor.step()
+        model.zero_grad()
+    assert any("grew" in f["reason"] for f in monitor.flags())
+
+
+def test_plot_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    model = _model()
+    monitor = GradientMonitor(model)
+    _train(model, monitor, steps=3)
+    path = tmp_path / "m.png"
+    monitor.plot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in log")
+def test_anomaly_names_op_and_user_line():
+    x = mg.tensor([-1.0, 1.0], requires_grad=True)
+    forward_error = r"(?s)Log.*forward.*test_diagnostics.py"
+    with pytest.raises(FloatingPointError, match=forward_error), mg.detect_anomaly():
+        x.log()
+    y = mg.tensor([0.0, 1.0], requires_grad=True)
+    backward_error = r"(?s)SqrtBackward.*backward.*test_diagnostics"
+    with pytest.raises(FloatingPointError, match=backward_error), mg.detect_anomaly():
+        y.sqrt().sum().backward()
