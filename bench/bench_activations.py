@@ -36,7 +36,13 @@ KERNELS = {
 }
 
 
-@pytest.fixture(scope="module", params=SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(s, marks=[pytest.mark.large] if s[0] * s[1] > 1 << 20 else []) for s in SHAPES
+    ],
+    ids=lambda s: f"{s[0]}x{s[1]}",
+)
 def arrays(request):
     rng = np.random.default_rng(0)
     shape = request.param

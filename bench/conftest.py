@@ -14,3 +14,7 @@ def pytest_collect_file(file_path, parent):
     if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "large: a big size, left out by `minigrad bench --quick`")

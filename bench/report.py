@@ -45,6 +45,9 @@ def report(path: str) -> str:
         if b["extra_info"]["backend"] == "c"
     }
     info = data.get("machine_info", {})
+    has_torch = any("torch" in entry for entry in groups.values())
+    header = "| kernel | size | NumPy (us) | C (us) |" + (" PyTorch (us) |" if has_torch else "")
+    header += " NumPy / C |" + (" PyTorch / C |" if has_torch else "")
     lines = [
         "# Benchmark results",
         "",
@@ -55,24 +58,34 @@ def report(path: str) -> str:
         f"- OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
         f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '(unset)')} "
         "(glibc malloc defaults otherwise)",
-        "- Medians in microseconds, C and NumPy measured in the same run; "
-        "ratio = NumPy / C (above 1: C is faster).",
+        "- Medians in microseconds, every column measured in the same run; "
+        "a ratio above 1 means C is faster.",
         "",
-        "| kernel | size | NumPy (us) | C (us) | ratio |",
-        "|---|---|---:|---:|---:|",
+        header,
+        "|---|---|" + "---:|" * (header.count("|") - 3),
     ]
-    for group in sorted(
-        groups, key=lambda g: (g.rsplit("-", 1)[0], int(g.rsplit("-", 1)[1].split("x")[0]))
-    ):
+    for group in sorted(groups, key=_group_order):
         entry = groups[group]
         if "c" not in entry or "numpy" not in entry:
             continue
         kernel, size = group.rsplit("-", 1)
         c, ref = entry["c"]["stats"]["median"], entry["numpy"]["stats"]["median"]
-        lines.append(
-            f"| {kernel} | {size} | {_microseconds(ref)} | {_microseconds(c)} | {ref / c:.2f}x |"
-        )
+        row = f"| {kernel} | {size} | {_microseconds(ref)} | {_microseconds(c)} |"
+        torch = entry.get("torch", {}).get("stats", {}).get("median")
+        if has_torch:
+            row += f" {_microseconds(torch)} |" if torch else " - |"
+        row += f" {ref / c:.2f}x |"
+        if has_torch:
+            row += f" {torch / c:.2f}x |" if torch else " - |"
+        lines.append(row)
     return "\n".join(lines) + "\n"
+
+
+def _group_order(group: str) -> tuple:
+    """Sort by kernel, then by the size's leading number."""
+    kernel, size = group.rsplit("-", 1)
+    digits = "".join(ch if ch.isdigit() else " " for ch in size).split()
+    return kernel, int(digits[0]) if digits else 0, size
 
 
 if __name__ == "__main__":

@@ -30,6 +30,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .bench_command import run
+
+    return run(quick=args.quick, json_path=args.json, png_path=args.plot)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -63,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(run=_demo)
+    bench = commands.add_parser(
+        "bench", help="run bench/ (a source checkout's) and print the table"
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="small sizes and short runs (< 1 minute)"
+    )
+    bench.add_argument("--json", metavar="PATH", help="also keep pytest-benchmark's JSON here")
+    bench.add_argument("--plot", metavar="PATH", help="write a bar chart of the speedups (PNG)")
+    bench.set_defaults(run=_bench)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -107,3 +107,21 @@ def test_info_command():
     if info["c_available"]:
         assert info["simd_level"] in ("generic", "avx2", "avx512")
         assert "-O3" in info["compiler_flags"]
+
+
+def test_bench_command_quick_run(tmp_path):
+    # the whole pipeline: pytest-benchmark in a child, the table, the JSON and the chart
+    out = subprocess.run(
+        [sys.executable, "-m", "minigrad", "bench", "--quick", "--json", str(tmp_path / "b.json"),
+         "--plot", str(tmp_path / "b.png")],
+        capture_output=True, text=True, cwd=REPO, check=False,
+        env={**os.environ, "MINIGRAD_BENCH_SELECT": "relu_forward"},
+    )  # fmt: skip
+    from minigrad.bench_command import BENCH_DIR
+
+    if not BENCH_DIR.exists():  # an installed wheel: the suite is in the repository only
+        assert out.returncode == 2 and "source checkout" in out.stderr
+        return
+    assert out.returncode == 0, out.stderr
+    assert "| relu_forward | 128x512 |" in out.stdout
+    assert (tmp_path / "b.png").stat().st_size > 1000
