@@ -84,7 +84,7 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx, base, exponent):
-        y = np.power(base, exponent)
+        y = _broadcasting("pow", np.power, base, exponent)
         ctx.save_for_backward(base, exponent, y)
         return y
 

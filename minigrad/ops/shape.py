@@ -51,7 +51,10 @@ class GetItem(Function):
     def forward(ctx, x, index):
         ctx.shape = x.shape
         ctx.save_for_backward(index)
-        return x[index]
+        try:
+            return x[index]
+        except IndexError as exc:
+            raise IndexError(f"getitem: {exc} (the tensor has shape {x.shape})") from None
 
     @staticmethod
     def backward(ctx, grad):
