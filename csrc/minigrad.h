@@ -12,12 +12,15 @@
  * _f64 for double). Arrays are contiguous and hold n elements each; outputs
  * never alias inputs. Kernels check nothing that Python already checked, but
  * never touch memory outside the n elements they are given (n == 0 is fine).
- * Every kernel returns an int status: 0 on success.
+ * Every kernel returns an int status: MG_OK (0) on success, MG_ERR_NOMEM
+ * when it could not allocate its scratch space.
  */
 #ifndef MINIGRAD_H
 #define MINIGRAD_H
 
 #include <stddef.h>
+
+enum mg_status { MG_OK = 0, MG_ERR_NOMEM = 1 };
 
 /* ---- run time: instruction set, threads, build ------------------------- */
 
@@ -113,5 +116,58 @@ int mg_gelu_backward_f32(size_t n, float *gx, const float *gy, const float *x, i
 int mg_gelu_forward_f64(size_t n, double *y, const double *x, int approximate);
 int mg_gelu_backward_f64(size_t n, double *gx, const double *gy, const double *x,
                          int approximate);
+
+/* ---- batch norm and layer norm (csrc/norm.c) ---------------------------- */
+/*
+ * Batch norm normalizes each column (channel) of x (n, c) over its n rows;
+ * layer norm each row of x (r, d) over its d columns. All arrays are
+ * row-major and contiguous; weight, bias (and running_mean, running_var) may
+ * be NULL, which means no affine (no running statistics). The formulas and
+ * edge cases (n or d == 0 gives mean 0 and variance 0; running statistics
+ * are left alone for n == 0) are those of minigrad/backend/base.py.
+ *
+ * Training forward: y, and mean and invstd = 1 / sqrt(var + eps) (c each)
+ * for the backward, from the biased variance; running_mean and running_var
+ * are updated in place, r = (1 - momentum) r + momentum s in double and
+ * rounded once, running_var taking the unbiased variance var * n / (n - 1).
+ * Eval forward: y = (x - running_mean) / sqrt(running_var + eps) * w + b.
+ * Backward: gx (n, c), and gweight, gbias (c) when weight is not NULL
+ * (they are not touched otherwise).
+ */
+int mg_batch_norm_forward_train_f32(size_t n, size_t c, float *y, float *mean, float *invstd,
+                                    const float *x, const float *weight, const float *bias,
+                                    double eps, float *running_mean, float *running_var,
+                                    double momentum);
+int mg_batch_norm_forward_train_f64(size_t n, size_t c, double *y, double *mean, double *invstd,
+                                    const double *x, const double *weight, const double *bias,
+                                    double eps, double *running_mean, double *running_var,
+                                    double momentum);
+int mg_batch_norm_forward_eval_f32(size_t n, size_t c, float *y, const float *x,
+                                   const float *running_mean, const float *running_var,
+                                   const float *weight, const float *bias, double eps);
+int mg_batch_norm_forward_eval_f64(size_t n, size_t c, double *y, const double *x,
+                                   const double *running_mean, const double *running_var,
+                                   const double *weight, const double *bias, double eps);
+int mg_batch_norm_backward_f32(size_t n, size_t c, float *gx, float *gweight, float *gbias,
+                               const float *gy, const float *x, const float *mean,
+                               const float *invstd, const float *weight);
+int mg_batch_norm_backward_f64(size_t n, size_t c, double *gx, double *gweight, double *gbias,
+                               const double *gy, const double *x, const double *mean,
+                               const double *invstd, const double *weight);
+
+/* Layer norm: mean and invstd have r elements; gweight and gbias d, sums
+ * over the rows, written when weight is not NULL. */
+int mg_layer_norm_forward_f32(size_t r, size_t d, float *y, float *mean, float *invstd,
+                              const float *x, const float *weight, const float *bias,
+                              double eps);
+int mg_layer_norm_forward_f64(size_t r, size_t d, double *y, double *mean, double *invstd,
+                              const double *x, const double *weight, const double *bias,
+                              double eps);
+int mg_layer_norm_backward_f32(size_t r, size_t d, float *gx, float *gweight, float *gbias,
+                               const float *gy, const float *x, const float *mean,
+                               const float *invstd, const float *weight);
+int mg_layer_norm_backward_f64(size_t r, size_t d, double *gx, double *gweight, double *gbias,
+                               const double *gy, const double *x, const double *mean,
+                               const double *invstd, const double *weight);
 
 #endif /* MINIGRAD_H */
