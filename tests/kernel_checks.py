@@ -37,7 +37,8 @@ def close(c, ref, rtol: float, scale: float | None = None, what: str = "") -> No
         scale = float(np.max(np.abs(rv)))
     err = np.abs(cv - rv)
     bound = rtol * (np.abs(rv) + scale)
-    worst = int(np.argmax(err - bound))
+    with np.errstate(invalid="ignore"):
+        worst = int(np.argmax(err - bound))
     assert np.all(err <= bound), (
         f"{what}: |c - ref| = {err[worst]:.3g} > {bound[worst]:.3g} "
         f"(c = {cv[worst]!r}, ref = {rv[worst]!r})"

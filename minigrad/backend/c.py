@@ -21,6 +21,7 @@ import numpy as np
 
 from minigrad._C import ffi, lib
 
+from .base import TensorStats
 from .numpy import NumpyBackend
 
 _SIMD_LEVELS = ("generic", "avx2", "avx512")
@@ -93,6 +94,15 @@ _FUSED_NAMES = (
     "batch_norm_backward",
     "layer_norm_forward",
     "layer_norm_backward",
+    "sum_squares",
+    "max_abs",
+    "scale",
+    "clamp",
+    "row_norms",
+    "adaptive_clip",
+    "sgd_step",
+    "adam_step",
+    "tensor_stats",
 )
 _FUSED = {
     np.dtype(dtype): {name: getattr(lib, f"mg_{name}_{suffix}") for name in _FUSED_NAMES}
@@ -101,6 +111,10 @@ _FUSED = {
 _CTYPES = {
     np.dtype(np.float32): ffi.typeof("float[]"),
     np.dtype(np.float64): ffi.typeof("double[]"),
+}
+_POINTER_ARRAYS = {
+    np.dtype(np.float32): ffi.typeof("float *[]"),
+    np.dtype(np.float64): ffi.typeof("double *[]"),
 }
 
 
@@ -184,6 +198,43 @@ def _check_vector(op: str, name: str, a, length: int) -> None:
 def _ptr(ctype, a):
     """A pointer to a C-layout array for C to read, or NULL for None."""
     return ffi.NULL if a is None else ffi.from_buffer(ctype, a)
+
+
+def _in_place_target(x) -> bool:
+    """True when C can update x in place: a writable, C-layout plain ndarray
+    of a C dtype. Anything else goes to the reference, which updates any
+    array NumPy can write (and raises for a read-only one)."""
+    if type(x) is not np.ndarray or x.dtype not in _FUSED:
+        return False
+    flags = x.flags
+    return flags.c_contiguous and flags.aligned and flags.writeable
+
+
+def _same_array_kind(x, *others) -> bool:
+    """True when every array in ``others`` is a plain ndarray with x's dtype and shape."""
+    return all(type(a) is np.ndarray and a.dtype == x.dtype and a.shape == x.shape for a in others)
+
+
+def _by_dtype(arrays) -> dict | None:
+    """The arrays grouped by dtype, or None if any of them cannot go to C."""
+    groups: dict = {}
+    for a in arrays:
+        if type(a) is not np.ndarray or a.dtype not in _FUSED:
+            return None
+        groups.setdefault(a.dtype, []).append(_c_layout(a))
+    return groups
+
+
+def _list_reduce(name: str, dtype, arrays: list) -> float:
+    """Run a list kernel (sum_squares, max_abs) on arrays of one dtype."""
+    ctype = _CTYPES[dtype]
+    views = [ffi.from_buffer(ctype, a) for a in arrays]  # referenced until C returns
+    bufs = ffi.new(_POINTER_ARRAYS[dtype], views)
+    lens = ffi.new("size_t[]", [a.size for a in arrays])
+    out = ffi.new("double *")
+    kernel = _FUSED[dtype][name]
+    _check_status(kernel, kernel(len(arrays), out, bufs, lens))
+    return out[0]
 
 
 def _writable_target(op: str, name: str, a):
@@ -480,3 +531,203 @@ class CBackend(NumpyBackend):
             return super().layer_norm_backward(gy, x, mean, invstd, weight)
         r, d = x.shape
         return self._norm_backward(op, gy, x, mean, invstd, weight, r, d)
+
+    # -- gradient clipping ----------------------------------------------------
+    def sum_squares(self, arrays):
+        groups = _by_dtype(arrays)
+        if groups is None:
+            return super().sum_squares(arrays)
+        return float(sum(_list_reduce("sum_squares", d, group) for d, group in groups.items()))
+
+    def max_abs(self, arrays):
+        groups = _by_dtype(arrays)
+        if groups is None:
+            return super().max_abs(arrays)
+        per_dtype = [_list_reduce("max_abs", d, group) for d, group in groups.items()]
+        # np.max keeps a NaN, which Python's max() would not
+        return float(np.max(per_dtype)) if per_dtype else 0.0
+
+    def scale_(self, x, factor):
+        if not _in_place_target(x):
+            return super().scale_(x, factor)
+        kernel = _FUSED[x.dtype]["scale"]
+        _check_status(kernel, kernel(x.size, ffi.from_buffer(_CTYPES[x.dtype], x), float(factor)))
+        return None
+
+    def clamp_(self, x, lo, hi):
+        lo, hi = float(lo), float(hi)
+        # NaN bounds make NumPy's clip all NaN; the kernel's compares would not
+        if not _in_place_target(x) or lo != lo or hi != hi:
+            return super().clamp_(x, lo, hi)
+        kernel = _FUSED[x.dtype]["clamp"]
+        _check_status(kernel, kernel(x.size, ffi.from_buffer(_CTYPES[x.dtype], x), lo, hi))
+        return None
+
+    def row_norms(self, x):
+        dtype = _fused_dtype(x)
+        if dtype is None:
+            return super().row_norms(x)
+        x = _c_layout(x)
+        out = np.empty(x.shape[0], dtype)
+        ctype = _CTYPES[dtype]
+        kernel = _FUSED[dtype]["row_norms"]
+        status = kernel(
+            x.shape[0], x.shape[1], ffi.from_buffer(ctype, out), ffi.from_buffer(ctype, x)
+        )
+        _check_status(kernel, status)
+        return out
+
+    def adaptive_clip_(self, grad, param, clipping, eps):
+        op = "adaptive_clip_"
+        if _shape(grad) != _shape(param):
+            raise ValueError(
+                f"{op}: grad has shape {_shape(grad)} but param has shape {_shape(param)}; "
+                "they must match"
+            )
+        clipping, eps = float(clipping), float(eps)
+        if (
+            not _in_place_target(grad)
+            or grad.ndim != 2
+            or not _same_array_kind(grad, param)
+            or eps != eps
+        ):
+            return super().adaptive_clip_(grad, param, clipping, eps)
+        ctype = _CTYPES[grad.dtype]
+        param = _c_layout(param)
+        kernel = _FUSED[grad.dtype]["adaptive_clip"]
+        status = kernel(
+            grad.shape[0],
+            grad.shape[1],
+            ffi.from_buffer(ctype, grad),
+            ffi.from_buffer(ctype, param),
+            clipping,
+            eps,
+        )
+        _check_status(kernel, status)
+        return None
+
+    # -- optimizer updates ------------------------------------------------------
+    def sgd_step_(
+        self,
+        param,
+        grad,
+        momentum_buffer,
+        *,
+        lr,
+        momentum,
+        dampening,
+        weight_decay,
+        nesterov,
+        first_step,
+    ):
+        momentum = float(momentum)
+        state = [momentum_buffer] if momentum != 0.0 else []
+        if not (
+            _in_place_target(param)
+            and _same_array_kind(param, grad, *state)
+            and all(_in_place_target(a) for a in state)
+        ):
+            return super().sgd_step_(
+                param,
+                grad,
+                momentum_buffer,
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                first_step=first_step,
+            )
+        ctype = _CTYPES[param.dtype]
+        grad = _c_layout(grad)
+        kernel = _FUSED[param.dtype]["sgd_step"]
+        status = kernel(
+            param.size,
+            ffi.from_buffer(ctype, param),
+            ffi.from_buffer(ctype, momentum_buffer) if state else ffi.NULL,
+            ffi.from_buffer(ctype, grad),
+            float(lr),
+            momentum,
+            float(dampening),
+            float(weight_decay),
+            int(bool(nesterov)),
+            int(bool(first_step)),
+        )
+        _check_status(kernel, status)
+        return None
+
+    def adam_step_(
+        self,
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        *,
+        step,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        decoupled,
+    ):
+        if not (
+            _in_place_target(param)
+            and _in_place_target(exp_avg)
+            and _in_place_target(exp_avg_sq)
+            and _same_array_kind(param, grad, exp_avg, exp_avg_sq)
+        ):
+            return super().adam_step_(
+                param,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                step=step,
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                weight_decay=weight_decay,
+                decoupled=decoupled,
+            )
+        ctype = _CTYPES[param.dtype]
+        grad = _c_layout(grad)
+        kernel = _FUSED[param.dtype]["adam_step"]
+        status = kernel(
+            param.size,
+            ffi.from_buffer(ctype, param),
+            ffi.from_buffer(ctype, exp_avg),
+            ffi.from_buffer(ctype, exp_avg_sq),
+            ffi.from_buffer(ctype, grad),
+            int(step),
+            float(lr),
+            float(beta1),
+            float(beta2),
+            float(eps),
+            float(weight_decay),
+            int(bool(decoupled)),
+        )
+        _check_status(kernel, status)
+        return None
+
+    # -- statistics ---------------------------------------------------------------
+    def tensor_stats(self, x, threshold=np.inf, center=0.0):
+        if type(x) is not np.ndarray or x.dtype not in _FUSED:
+            return super().tensor_stats(x, threshold, center)
+        x = _c_layout(x)
+        out = ffi.new("mg_tensor_stats *")
+        kernel = _FUSED[x.dtype]["tensor_stats"]
+        status = kernel(
+            x.size, out, ffi.from_buffer(_CTYPES[x.dtype], x), float(threshold), float(center)
+        )
+        _check_status(kernel, status)
+        return TensorStats(
+            int(out.count),
+            float(out.sum),
+            float(out.sumsq),
+            float(out.max_abs),
+            int(out.n_zero),
+            int(out.n_above),
+            int(out.n_nan),
+            int(out.n_inf),
+        )
