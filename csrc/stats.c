@@ -4,10 +4,10 @@
  * elements (sums in double), zeros, finite elements with |x - center| >
  * threshold (compared in double), NaN and inf counts.
  *
- * Every statistic is kept in MG_LANES lanes (see kernel_common.h) so that
- * the loop vectorizes with no reassociation, over fixed chunks of
- * MG_STATS_CHUNK elements whose results are combined in order: the same
- * bits for any thread count and instruction set.
+ * The sums are kept in MG_LANES lanes (see kernel_common.h) so that they
+ * vectorize with no reassociation, over fixed chunks of MG_STATS_CHUNK
+ * elements whose results are combined in order: the same bits for any
+ * thread count and instruction set.
  */
 #include <math.h>
 #include <stdint.h>
@@ -16,7 +16,9 @@
 #include "kernel_common.h"
 #include "vmath.h"
 
-#define MG_STATS_CHUNK ((size_t)1 << 16)
+/* The unit of work: small enough for L1 (16 or 32 KB), and what keeps the
+ * result independent of the thread count. */
+#define MG_STATS_CHUNK ((size_t)1 << 12)
 
 static inline double lanes_total(const double *acc)
 {
@@ -31,15 +33,6 @@ static inline double lanes_total(const double *acc)
     return half[0];
 }
 
-static inline uint64_t lanes_count(const uint64_t *acc)
-{
-    uint64_t total = 0;
-
-    for (size_t l = 0; l < MG_LANES; l++)
-        total += acc[l];
-    return total;
-}
-
 /* The statistics of one chunk; max_abs as the bit pattern of |x| (finite
  * values order like their bit patterns, see clip.c). */
 typedef struct {
@@ -52,51 +45,58 @@ typedef struct {
     uint64_t n_nan;
 } chunk_stats;
 
-/* One element's contribution to lane l: the non-finite count as zeros
- * everywhere but in n_nan (n_inf is what remains). */
-#define STATS_ELEMENT(T, S, U, EXP_MASK, ABS_MASK, v, l)                                 \
-    do {                                                                                 \
-        U bits_ = mg_bits_##S(v) & ABS_MASK;                                             \
-        int finite_ = (bits_ & EXP_MASK) != EXP_MASK;                                    \
-        T f_ = finite_ ? (v) : (T)0;                                                     \
-        double dev_ = fabs((double)f_ - center);                                         \
-        U fbits_ = finite_ ? bits_ : 0;                                                  \
-        sum[l] += f_;                                                                    \
-        sumsq[l] += (double)f_ * (double)f_;                                             \
-        maxb[l] = fbits_ > maxb[l] ? fbits_ : maxb[l];                                   \
-        fin[l] += (uint64_t)finite_;                                                     \
-        zero[l] += (uint64_t)((v) == 0);                                                 \
-        above[l] += (uint64_t)(finite_ && dev_ > threshold);                             \
-        nan[l] += (uint64_t)((v) != (v));                                                \
-    } while (0)
-
+/*
+ * A chunk's statistics in three loops over it, each of which GCC vectorizes
+ * (one loop doing everything stayed scalar: too many kinds of accumulator
+ * for the vectorizer). The chunk is small enough to stay in L1 between
+ * them, so memory is still read once. Counts are kept in integers as wide
+ * as the element, which a chunk cannot overflow; the finite-only maximum
+ * masks the bits with an AND rather than a select, which vectorizes.
+ */
 #define DEFINE_STATS_LOOP(T, S, U, EXP_MASK, ABS_MASK, ISA, TARGET)                      \
     static TARGET chunk_stats stats_##S##_##ISA(size_t n, const T *restrict x,           \
                                                 double threshold, double center)         \
     {                                                                                    \
         double sum[MG_LANES] = {0}, sumsq[MG_LANES] = {0};                               \
-        U maxb[MG_LANES] = {0};                                                          \
-        uint64_t fin[MG_LANES] = {0}, zero[MG_LANES] = {0}, above[MG_LANES] = {0};       \
-        uint64_t nan[MG_LANES] = {0};                                                    \
+        U max_bits = 0, n_zero = 0, n_nan = 0, n_inf = 0, n_above = 0;                   \
         chunk_stats out;                                                                 \
         size_t i = 0;                                                                    \
         for (; i + MG_LANES <= n; i += MG_LANES) {                                       \
-            for (size_t l = 0; l < MG_LANES; l++)                                        \
-                STATS_ELEMENT(T, S, U, EXP_MASK, ABS_MASK, x[i + l], l);                 \
+            for (size_t l = 0; l < MG_LANES; l++) {                                      \
+                T v = x[i + l];                                                          \
+                T f = (mg_bits_##S(v) & ABS_MASK) < EXP_MASK ? v : (T)0;                 \
+                sum[l] += f;                                                             \
+                sumsq[l] += (double)f * (double)f;                                       \
+            }                                                                            \
         }                                                                                \
-        for (size_t l = 0; i + l < n; l++)                                               \
-            STATS_ELEMENT(T, S, U, EXP_MASK, ABS_MASK, x[i + l], l);                     \
+        for (size_t l = 0; i + l < n; l++) {                                             \
+            T v = x[i + l];                                                              \
+            T f = (mg_bits_##S(v) & ABS_MASK) < EXP_MASK ? v : (T)0;                     \
+            sum[l] += f;                                                                 \
+            sumsq[l] += (double)f * (double)f;                                           \
+        }                                                                                \
+        for (i = 0; i < n; i++) {                                                        \
+            U bits = mg_bits_##S(x[i]) & ABS_MASK;                                       \
+            U finite_bits = bits & ((U)0 - (U)(bits < EXP_MASK));                        \
+            max_bits = finite_bits > max_bits ? finite_bits : max_bits;                  \
+            n_zero += (U)(bits == 0);                                                    \
+            n_nan += (U)(bits > EXP_MASK);                                               \
+            n_inf += (U)(bits == EXP_MASK);                                              \
+        }                                                                                \
+        for (i = 0; i < n; i++) {                                                        \
+            U finite = (U)((mg_bits_##S(x[i]) & ABS_MASK) < EXP_MASK);                   \
+            n_above += finite & (U)(fabs((double)x[i] - center) > threshold);            \
+        }                                                                                \
         out.sum = lanes_total(sum);                                                      \
         out.sumsq = lanes_total(sumsq);                                                  \
-        out.max_abs_bits = 0;                                                            \
-        for (size_t l = 0; l < MG_LANES; l++)                                            \
-            out.max_abs_bits = maxb[l] > out.max_abs_bits ? maxb[l] : out.max_abs_bits;  \
-        out.n_finite = lanes_count(fin);                                                 \
-        out.n_zero = lanes_count(zero);                                                  \
-        out.n_above = lanes_count(above);                                                \
-        out.n_nan = lanes_count(nan);                                                    \
+        out.max_abs_bits = max_bits;                                                     \
+        out.n_finite = n - n_nan - n_inf;                                                \
+        out.n_zero = n_zero;                                                             \
+        out.n_above = n_above;                                                           \
+        out.n_nan = n_nan;                                                               \
         return out;                                                                      \
     }
+
 
 #define F32_EXP_MASK UINT32_C(0x7f800000)
 #define F32_ABS_MASK UINT32_C(0x7fffffff)
