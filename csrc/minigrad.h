@@ -12,12 +12,15 @@
  * _f64 for double). Arrays are contiguous and hold n elements each; outputs
  * never alias inputs. Kernels check nothing that Python already checked, but
  * never touch memory outside the n elements they are given (n == 0 is fine).
- * Every kernel returns an int status: 0 on success.
+ * Every kernel returns an int status: MG_OK (0) on success, MG_ERR_NOMEM
+ * when it could not allocate its scratch space.
  */
 #ifndef MINIGRAD_H
 #define MINIGRAD_H
 
 #include <stddef.h>
+
+enum mg_status { MG_OK = 0, MG_ERR_NOMEM = 1 };
 
 /* ---- run time: instruction set, threads, build ------------------------- */
 
@@ -113,5 +116,127 @@ int mg_gelu_backward_f32(size_t n, float *gx, const float *gy, const float *x, i
 int mg_gelu_forward_f64(size_t n, double *y, const double *x, int approximate);
 int mg_gelu_backward_f64(size_t n, double *gx, const double *gy, const double *x,
                          int approximate);
+
+/* ---- batch norm and layer norm (csrc/norm.c) ---------------------------- */
+/*
+ * Batch norm normalizes each column (channel) of x (n, c) over its n rows;
+ * layer norm each row of x (r, d) over its d columns. All arrays are
+ * row-major and contiguous; weight, bias (and running_mean, running_var) may
+ * be NULL, which means no affine (no running statistics). The formulas and
+ * edge cases (n or d == 0 gives mean 0 and variance 0; running statistics
+ * are left alone for n == 0) are those of minigrad/backend/base.py.
+ *
+ * Training forward: y, and mean and invstd = 1 / sqrt(var + eps) (c each)
+ * for the backward, from the biased variance; running_mean and running_var
+ * are updated in place, r = (1 - momentum) r + momentum s in double and
+ * rounded once, running_var taking the unbiased variance var * n / (n - 1).
+ * Eval forward: y = (x - running_mean) / sqrt(running_var + eps) * w + b.
+ * Backward: gx (n, c), and gweight, gbias (c) when weight is not NULL
+ * (they are not touched otherwise).
+ */
+int mg_batch_norm_forward_train_f32(size_t n, size_t c, float *y, float *mean, float *invstd,
+                                    const float *x, const float *weight, const float *bias,
+                                    double eps, float *running_mean, float *running_var,
+                                    double momentum);
+int mg_batch_norm_forward_train_f64(size_t n, size_t c, double *y, double *mean, double *invstd,
+                                    const double *x, const double *weight, const double *bias,
+                                    double eps, double *running_mean, double *running_var,
+                                    double momentum);
+int mg_batch_norm_forward_eval_f32(size_t n, size_t c, float *y, const float *x,
+                                   const float *running_mean, const float *running_var,
+                                   const float *weight, const float *bias, double eps);
+int mg_batch_norm_forward_eval_f64(size_t n, size_t c, double *y, const double *x,
+                                   const double *running_mean, const double *running_var,
+                                   const double *weight, const double *bias, double eps);
+int mg_batch_norm_backward_f32(size_t n, size_t c, float *gx, float *gweight, float *gbias,
+                               const float *gy, const float *x, const float *mean,
+                               const float *invstd, const float *weight);
+int mg_batch_norm_backward_f64(size_t n, size_t c, double *gx, double *gweight, double *gbias,
+                               const double *gy, const double *x, const double *mean,
+                               const double *invstd, const double *weight);
+
+/* Layer norm: mean and invstd have r elements; gweight and gbias d, sums
+ * over the rows, written when weight is not NULL. */
+int mg_layer_norm_forward_f32(size_t r, size_t d, float *y, float *mean, float *invstd,
+                              const float *x, const float *weight, const float *bias,
+                              double eps);
+int mg_layer_norm_forward_f64(size_t r, size_t d, double *y, double *mean, double *invstd,
+                              const double *x, const double *weight, const double *bias,
+                              double eps);
+int mg_layer_norm_backward_f32(size_t r, size_t d, float *gx, float *gweight, float *gbias,
+                               const float *gy, const float *x, const float *mean,
+                               const float *invstd, const float *weight);
+int mg_layer_norm_backward_f64(size_t r, size_t d, double *gx, double *gweight, double *gbias,
+                               const double *gy, const double *x, const double *mean,
+                               const double *invstd, const double *weight);
+
+/* ---- gradient clipping (csrc/clip.c) ------------------------------------ */
+/*
+ * Over a list of `count` buffers, bufs[i] holding lens[i] elements, in one
+ * call: *out = the sum of x * x (products and sums in double), and *out =
+ * max |x| (0 for no elements; NaN if any element is NaN).
+ * scale: x *= factor. clamp: x = min(max(x, lo), hi), NaN stays NaN and
+ * lo > hi gives hi, as NumPy's clip. row_norms: out[i] = the L2 norm of row
+ * i of x (r, k), accumulated in double.
+ * adaptive_clip (AGC, timm's rule) on grad and param (r, k): a row i is
+ * kept where ||g_i|| < max_norm = clipping * max(||w_i||, eps) and
+ * otherwise, a NaN norm included, scaled by max_norm / max(||g_i||, 1e-6).
+ */
+int mg_sum_squares_f32(size_t count, double *out, const float *const *bufs, const size_t *lens);
+int mg_sum_squares_f64(size_t count, double *out, const double *const *bufs, const size_t *lens);
+int mg_max_abs_f32(size_t count, double *out, const float *const *bufs, const size_t *lens);
+int mg_max_abs_f64(size_t count, double *out, const double *const *bufs, const size_t *lens);
+int mg_scale_f32(size_t n, float *x, float factor);
+int mg_scale_f64(size_t n, double *x, double factor);
+int mg_clamp_f32(size_t n, float *x, float lo, float hi);
+int mg_clamp_f64(size_t n, double *x, double lo, double hi);
+int mg_row_norms_f32(size_t r, size_t k, float *out, const float *x);
+int mg_row_norms_f64(size_t r, size_t k, double *out, const double *x);
+int mg_adaptive_clip_f32(size_t r, size_t k, float *grad, const float *param, double clipping,
+                         double eps);
+int mg_adaptive_clip_f64(size_t r, size_t k, double *grad, const double *param,
+                         double clipping, double eps);
+
+/* ---- optimizer updates (csrc/optim.c) ----------------------------------- */
+/*
+ * PyTorch's SGD and Adam/AdamW on one parameter of n elements, in place on
+ * param and the state, grad never written; the formulas are those of
+ * minigrad/backend/base.py. momentum_buffer is not used (and may be NULL)
+ * when momentum is 0; first_step fills it with the step's direction. step
+ * is Adam's 1-based step count; decoupled selects AdamW.
+ */
+int mg_sgd_step_f32(size_t n, float *param, float *momentum_buffer, const float *grad,
+                    double lr, double momentum, double dampening, double weight_decay,
+                    int nesterov, int first_step);
+int mg_sgd_step_f64(size_t n, double *param, double *momentum_buffer, const double *grad,
+                    double lr, double momentum, double dampening, double weight_decay,
+                    int nesterov, int first_step);
+int mg_adam_step_f32(size_t n, float *param, float *exp_avg, float *exp_avg_sq,
+                     const float *grad, long long step, double lr, double beta1, double beta2,
+                     double eps, double weight_decay, int decoupled);
+int mg_adam_step_f64(size_t n, double *param, double *exp_avg, double *exp_avg_sq,
+                     const double *grad, long long step, double lr, double beta1, double beta2,
+                     double eps, double weight_decay, int decoupled);
+
+/* ---- tensor statistics (csrc/stats.c) ----------------------------------- */
+/*
+ * One pass over n elements. count is n; sum, sumsq (in double), max_abs,
+ * n_zero and n_above (|x - center| > threshold, in double) see the finite
+ * elements only; n_nan and n_inf count the others.
+ */
+typedef struct {
+    unsigned long long count;
+    double sum;
+    double sumsq;
+    double max_abs;
+    unsigned long long n_zero;
+    unsigned long long n_above;
+    unsigned long long n_nan;
+    unsigned long long n_inf;
+} mg_tensor_stats;
+int mg_tensor_stats_f32(size_t n, mg_tensor_stats *out, const float *x, double threshold,
+                        double center);
+int mg_tensor_stats_f64(size_t n, mg_tensor_stats *out, const double *x, double threshold,
+                        double center);
 
 #endif /* MINIGRAD_H */

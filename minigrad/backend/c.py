@@ -21,6 +21,7 @@ import numpy as np
 
 from minigrad._C import ffi, lib
 
+from .base import TensorStats
 from .numpy import NumpyBackend
 
 _SIMD_LEVELS = ("generic", "avx2", "avx512")
@@ -84,6 +85,38 @@ _KERNELS = {
 
 _GELU_FORMS = {"none": 0, "tanh": 1}
 
+# The fused kernels (norms, clipping, optimizer updates, statistics) by
+# dtype and name: _FUSED[dtype]["batch_norm_backward"] is
+# lib.mg_batch_norm_backward_f32 for float32.
+_FUSED_NAMES = (
+    "batch_norm_forward_train",
+    "batch_norm_forward_eval",
+    "batch_norm_backward",
+    "layer_norm_forward",
+    "layer_norm_backward",
+    "sum_squares",
+    "max_abs",
+    "scale",
+    "clamp",
+    "row_norms",
+    "adaptive_clip",
+    "sgd_step",
+    "adam_step",
+    "tensor_stats",
+)
+_FUSED = {
+    np.dtype(dtype): {name: getattr(lib, f"mg_{name}_{suffix}") for name in _FUSED_NAMES}
+    for dtype, suffix in ((np.float32, "f32"), (np.float64, "f64"))
+}
+_CTYPES = {
+    np.dtype(np.float32): ffi.typeof("float[]"),
+    np.dtype(np.float64): ffi.typeof("double[]"),
+}
+_POINTER_ARRAYS = {
+    np.dtype(np.float32): ffi.typeof("float *[]"),
+    np.dtype(np.float64): ffi.typeof("double *[]"),
+}
+
 
 def _kernels(x) -> _Kernels | None:
     """The kernels for x's dtype, or None if C cannot take x.
@@ -135,8 +168,86 @@ def _gelu_form(op: str, approximate: str) -> int:
         ) from None
 
 
-def _kernel_failed(kernel, status: int) -> RuntimeError:
+def _kernel_failed(kernel, status: int) -> Exception:
+    if status == lib.MG_ERR_NOMEM:
+        return MemoryError(f"C kernel {kernel.__name__} could not allocate its scratch space")
     return RuntimeError(f"C kernel {kernel.__name__} failed with status {status}")
+
+
+def _check_status(kernel, status: int) -> None:
+    if status != 0:
+        raise _kernel_failed(kernel, status)
+
+
+def _fused_dtype(x, *optional):
+    """x's dtype when x is a 2-D plain ndarray C takes and every array in
+    ``optional`` is None or a plain ndarray of that dtype; else None."""
+    if type(x) is not np.ndarray or x.ndim != 2 or x.dtype not in _FUSED:
+        return None
+    for a in optional:
+        if a is not None and (type(a) is not np.ndarray or a.dtype != x.dtype):
+            return None
+    return x.dtype
+
+
+def _check_vector(op: str, name: str, a, length: int) -> None:
+    if a is not None and _shape(a) != (length,):
+        raise ValueError(f"{op}: {name} must have shape ({length},), got {_shape(a)}")
+
+
+def _ptr(ctype, a):
+    """A pointer to a C-layout array for C to read, or NULL for None."""
+    return ffi.NULL if a is None else ffi.from_buffer(ctype, a)
+
+
+def _in_place_target(x) -> bool:
+    """True when C can update x in place: a writable, C-layout plain ndarray
+    of a C dtype. Anything else goes to the reference, which updates any
+    array NumPy can write (and raises for a read-only one)."""
+    if type(x) is not np.ndarray or x.dtype not in _FUSED:
+        return False
+    flags = x.flags
+    return flags.c_contiguous and flags.aligned and flags.writeable
+
+
+def _same_array_kind(x, *others) -> bool:
+    """True when every array in ``others`` is a plain ndarray with x's dtype and shape."""
+    return all(type(a) is np.ndarray and a.dtype == x.dtype and a.shape == x.shape for a in others)
+
+
+def _by_dtype(arrays) -> dict | None:
+    """The arrays grouped by dtype, or None if any of them cannot go to C."""
+    groups: dict = {}
+    for a in arrays:
+        if type(a) is not np.ndarray or a.dtype not in _FUSED:
+            return None
+        groups.setdefault(a.dtype, []).append(_c_layout(a))
+    return groups
+
+
+def _list_reduce(name: str, dtype, arrays: list) -> float:
+    """Run a list kernel (sum_squares, max_abs) on arrays of one dtype."""
+    ctype = _CTYPES[dtype]
+    views = [ffi.from_buffer(ctype, a) for a in arrays]  # referenced until C returns
+    bufs = ffi.new(_POINTER_ARRAYS[dtype], views)
+    lens = ffi.new("size_t[]", [a.size for a in arrays])
+    out = ffi.new("double *")
+    kernel = _FUSED[dtype][name]
+    _check_status(kernel, kernel(len(arrays), out, bufs, lens))
+    return out[0]
+
+
+def _writable_target(op: str, name: str, a):
+    """(array C writes, array to copy it back into or None) for an array a
+    kernel updates in place; C needs a C-layout buffer, so a strided one is
+    updated through a copy."""
+    if a is None:
+        return None, None
+    if not a.flags.writeable:
+        raise ValueError(f"{op}: {name} is read-only but is updated in place")
+    if a.flags.c_contiguous and a.flags.aligned:
+        return a, None
+    return np.array(a, order="C"), a
 
 
 def _run_unary(k: _Kernels, kernel, x: np.ndarray, *params) -> np.ndarray:
@@ -167,7 +278,8 @@ def _run_binary(k: _Kernels, kernel, gy: np.ndarray, saved: np.ndarray, *params)
 
 
 class CBackend(NumpyBackend):
-    """NumPy reference backend with the activation kernels in C."""
+    """NumPy reference backend with the activation, normalization, clipping,
+    optimizer and statistics kernels in C."""
 
     name = "c"
 
@@ -261,3 +373,361 @@ class CBackend(NumpyBackend):
         if k is None:
             return super().gelu_backward(gy, x, approximate)
         return _run_binary(k, k.gelu_backward, gy, x, form)
+
+    # -- normalization ----------------------------------------------------------
+    def batch_norm_forward_train(
+        self, x, weight, bias, eps, running_mean=None, running_var=None, momentum=0.1
+    ):
+        op = "batch_norm_forward_train"
+        dtype = _fused_dtype(x, weight, bias, running_mean, running_var)
+        if dtype is None:
+            return super().batch_norm_forward_train(
+                x, weight, bias, eps, running_mean, running_var, momentum
+            )
+        n, c = x.shape
+        for name, a in (
+            ("weight", weight),
+            ("bias", bias),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ):
+            _check_vector(op, name, a, c)
+        rm, rm_back = _writable_target(op, "running_mean", running_mean)
+        rv, rv_back = _writable_target(op, "running_var", running_var)
+        ctype = _CTYPES[dtype]
+        x = _c_layout(x)
+        weight = None if weight is None else _c_layout(weight)
+        bias = None if bias is None else _c_layout(bias)
+        y = np.empty((n, c), dtype)
+        mean = np.empty(c, dtype)
+        invstd = np.empty(c, dtype)
+        kernel = _FUSED[dtype]["batch_norm_forward_train"]
+        status = kernel(
+            n,
+            c,
+            ffi.from_buffer(ctype, y),
+            ffi.from_buffer(ctype, mean),
+            ffi.from_buffer(ctype, invstd),
+            ffi.from_buffer(ctype, x),
+            _ptr(ctype, weight),
+            _ptr(ctype, bias),
+            float(eps),
+            _ptr(ctype, rm),
+            _ptr(ctype, rv),
+            float(momentum),
+        )
+        _check_status(kernel, status)
+        if rm_back is not None:
+            rm_back[...] = rm
+        if rv_back is not None:
+            rv_back[...] = rv
+        return y, mean, invstd
+
+    def batch_norm_forward_eval(self, x, running_mean, running_var, weight, bias, eps):
+        op = "batch_norm_forward_eval"
+        dtype = _fused_dtype(x, running_mean, running_var, weight, bias)
+        if dtype is None or running_mean is None or running_var is None:
+            return super().batch_norm_forward_eval(x, running_mean, running_var, weight, bias, eps)
+        n, c = x.shape
+        for name, a in (
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+            ("weight", weight),
+            ("bias", bias),
+        ):
+            _check_vector(op, name, a, c)
+        ctype = _CTYPES[dtype]
+        x, running_mean, running_var = _c_layout(x), _c_layout(running_mean), _c_layout(running_var)
+        weight = None if weight is None else _c_layout(weight)
+        bias = None if bias is None else _c_layout(bias)
+        y = np.empty((n, c), dtype)
+        kernel = _FUSED[dtype]["batch_norm_forward_eval"]
+        status = kernel(
+            n,
+            c,
+            ffi.from_buffer(ctype, y),
+            ffi.from_buffer(ctype, x),
+            ffi.from_buffer(ctype, running_mean),
+            ffi.from_buffer(ctype, running_var),
+            _ptr(ctype, weight),
+            _ptr(ctype, bias),
+            float(eps),
+        )
+        _check_status(kernel, status)
+        return y
+
+    def _norm_backward(self, op, gy, x, mean, invstd, weight, stats_len, params_len):
+        """The shared body of batch_norm_backward and layer_norm_backward."""
+        dtype = x.dtype
+        _check_vector(op, "mean", mean, stats_len)
+        _check_vector(op, "invstd", invstd, stats_len)
+        _check_vector(op, "weight", weight, params_len)
+        ctype = _CTYPES[dtype]
+        gy, x, mean, invstd = _c_layout(gy), _c_layout(x), _c_layout(mean), _c_layout(invstd)
+        weight = None if weight is None else _c_layout(weight)
+        gx = np.empty(x.shape, dtype)
+        gweight = gbias = None
+        if weight is not None:
+            gweight = np.empty(params_len, dtype)
+            gbias = np.empty(params_len, dtype)
+        kernel = _FUSED[dtype][op]
+        status = kernel(
+            x.shape[0],
+            x.shape[1],
+            ffi.from_buffer(ctype, gx),
+            _ptr(ctype, gweight),
+            _ptr(ctype, gbias),
+            ffi.from_buffer(ctype, gy),
+            ffi.from_buffer(ctype, x),
+            ffi.from_buffer(ctype, mean),
+            ffi.from_buffer(ctype, invstd),
+            _ptr(ctype, weight),
+        )
+        _check_status(kernel, status)
+        return gx, gweight, gbias
+
+    def batch_norm_backward(self, gy, x, mean, invstd, weight):
+        op = "batch_norm_backward"
+        _check_same_shape(op, gy, "x", x)
+        if _fused_dtype(x, gy, mean, invstd, weight) is None:
+            return super().batch_norm_backward(gy, x, mean, invstd, weight)
+        c = x.shape[1]
+        return self._norm_backward(op, gy, x, mean, invstd, weight, c, c)
+
+    def layer_norm_forward(self, x, weight, bias, eps):
+        op = "layer_norm_forward"
+        dtype = _fused_dtype(x, weight, bias)
+        if dtype is None:
+            return super().layer_norm_forward(x, weight, bias, eps)
+        r, d = x.shape
+        _check_vector(op, "weight", weight, d)
+        _check_vector(op, "bias", bias, d)
+        ctype = _CTYPES[dtype]
+        x = _c_layout(x)
+        weight = None if weight is None else _c_layout(weight)
+        bias = None if bias is None else _c_layout(bias)
+        y = np.empty((r, d), dtype)
+        mean = np.empty(r, dtype)
+        invstd = np.empty(r, dtype)
+        kernel = _FUSED[dtype][op]
+        status = kernel(
+            r,
+            d,
+            ffi.from_buffer(ctype, y),
+            ffi.from_buffer(ctype, mean),
+            ffi.from_buffer(ctype, invstd),
+            ffi.from_buffer(ctype, x),
+            _ptr(ctype, weight),
+            _ptr(ctype, bias),
+            float(eps),
+        )
+        _check_status(kernel, status)
+        return y, mean, invstd
+
+    def layer_norm_backward(self, gy, x, mean, invstd, weight):
+        op = "layer_norm_backward"
+        _check_same_shape(op, gy, "x", x)
+        if _fused_dtype(x, gy, mean, invstd, weight) is None:
+            return super().layer_norm_backward(gy, x, mean, invstd, weight)
+        r, d = x.shape
+        return self._norm_backward(op, gy, x, mean, invstd, weight, r, d)
+
+    # -- gradient clipping ----------------------------------------------------
+    def sum_squares(self, arrays):
+        groups = _by_dtype(arrays)
+        if groups is None:
+            return super().sum_squares(arrays)
+        return float(sum(_list_reduce("sum_squares", d, group) for d, group in groups.items()))
+
+    def max_abs(self, arrays):
+        groups = _by_dtype(arrays)
+        if groups is None:
+            return super().max_abs(arrays)
+        per_dtype = [_list_reduce("max_abs", d, group) for d, group in groups.items()]
+        # np.max keeps a NaN, which Python's max() would not
+        return float(np.max(per_dtype)) if per_dtype else 0.0
+
+    def scale_(self, x, factor):
+        if not _in_place_target(x):
+            return super().scale_(x, factor)
+        kernel = _FUSED[x.dtype]["scale"]
+        _check_status(kernel, kernel(x.size, ffi.from_buffer(_CTYPES[x.dtype], x), float(factor)))
+        return None
+
+    def clamp_(self, x, lo, hi):
+        lo, hi = float(lo), float(hi)
+        # NaN bounds make NumPy's clip all NaN; the kernel's compares would not
+        if not _in_place_target(x) or lo != lo or hi != hi:
+            return super().clamp_(x, lo, hi)
+        kernel = _FUSED[x.dtype]["clamp"]
+        _check_status(kernel, kernel(x.size, ffi.from_buffer(_CTYPES[x.dtype], x), lo, hi))
+        return None
+
+    def row_norms(self, x):
+        dtype = _fused_dtype(x)
+        if dtype is None:
+            return super().row_norms(x)
+        x = _c_layout(x)
+        out = np.empty(x.shape[0], dtype)
+        ctype = _CTYPES[dtype]
+        kernel = _FUSED[dtype]["row_norms"]
+        status = kernel(
+            x.shape[0], x.shape[1], ffi.from_buffer(ctype, out), ffi.from_buffer(ctype, x)
+        )
+        _check_status(kernel, status)
+        return out
+
+    def adaptive_clip_(self, grad, param, clipping, eps):
+        op = "adaptive_clip_"
+        if _shape(grad) != _shape(param):
+            raise ValueError(
+                f"{op}: grad has shape {_shape(grad)} but param has shape {_shape(param)}; "
+                "they must match"
+            )
+        clipping, eps = float(clipping), float(eps)
+        if (
+            not _in_place_target(grad)
+            or grad.ndim != 2
+            or not _same_array_kind(grad, param)
+            or eps != eps
+        ):
+            return super().adaptive_clip_(grad, param, clipping, eps)
+        ctype = _CTYPES[grad.dtype]
+        param = _c_layout(param)
+        kernel = _FUSED[grad.dtype]["adaptive_clip"]
+        status = kernel(
+            grad.shape[0],
+            grad.shape[1],
+            ffi.from_buffer(ctype, grad),
+            ffi.from_buffer(ctype, param),
+            clipping,
+            eps,
+        )
+        _check_status(kernel, status)
+        return None
+
+    # -- optimizer updates ------------------------------------------------------
+    def sgd_step_(
+        self,
+        param,
+        grad,
+        momentum_buffer,
+        *,
+        lr,
+        momentum,
+        dampening,
+        weight_decay,
+        nesterov,
+        first_step,
+    ):
+        momentum = float(momentum)
+        state = [momentum_buffer] if momentum != 0.0 else []
+        if not (
+            _in_place_target(param)
+            and _same_array_kind(param, grad, *state)
+            and all(_in_place_target(a) for a in state)
+        ):
+            return super().sgd_step_(
+                param,
+                grad,
+                momentum_buffer,
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                first_step=first_step,
+            )
+        ctype = _CTYPES[param.dtype]
+        grad = _c_layout(grad)
+        kernel = _FUSED[param.dtype]["sgd_step"]
+        status = kernel(
+            param.size,
+            ffi.from_buffer(ctype, param),
+            ffi.from_buffer(ctype, momentum_buffer) if state else ffi.NULL,
+            ffi.from_buffer(ctype, grad),
+            float(lr),
+            momentum,
+            float(dampening),
+            float(weight_decay),
+            int(bool(nesterov)),
+            int(bool(first_step)),
+        )
+        _check_status(kernel, status)
+        return None
+
+    def adam_step_(
+        self,
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        *,
+        step,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        decoupled,
+    ):
+        if not (
+            _in_place_target(param)
+            and _in_place_target(exp_avg)
+            and _in_place_target(exp_avg_sq)
+            and _same_array_kind(param, grad, exp_avg, exp_avg_sq)
+        ):
+            return super().adam_step_(
+                param,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                step=step,
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                weight_decay=weight_decay,
+                decoupled=decoupled,
+            )
+        ctype = _CTYPES[param.dtype]
+        grad = _c_layout(grad)
+        kernel = _FUSED[param.dtype]["adam_step"]
+        status = kernel(
+            param.size,
+            ffi.from_buffer(ctype, param),
+            ffi.from_buffer(ctype, exp_avg),
+            ffi.from_buffer(ctype, exp_avg_sq),
+            ffi.from_buffer(ctype, grad),
+            int(step),
+            float(lr),
+            float(beta1),
+            float(beta2),
+            float(eps),
+            float(weight_decay),
+            int(bool(decoupled)),
+        )
+        _check_status(kernel, status)
+        return None
+
+    # -- statistics ---------------------------------------------------------------
+    def tensor_stats(self, x, threshold=np.inf, center=0.0):
+        if type(x) is not np.ndarray or x.dtype not in _FUSED:
+            return super().tensor_stats(x, threshold, center)
+        x = _c_layout(x)
+        out = ffi.new("mg_tensor_stats *")
+        kernel = _FUSED[x.dtype]["tensor_stats"]
+        status = kernel(
+            x.size, out, ffi.from_buffer(_CTYPES[x.dtype], x), float(threshold), float(center)
+        )
+        _check_status(kernel, status)
+        return TensorStats(
+            int(out.count),
+            float(out.sum),
+            float(out.sumsq),
+            float(out.max_abs),
+            int(out.n_zero),
+            int(out.n_above),
+            int(out.n_nan),
+            int(out.n_inf),
+        )

@@ -1,0 +1,101 @@
+/*
+ * kernel_common.h - what the kernel files share: the instruction-set paths
+ * every loop is compiled for, and how a kernel splits its work across
+ * OpenMP threads. Internal to csrc/ (minigrad.h is the public API).
+ *
+ * Every loop is written once, in a macro over the element type, and compiled
+ * three times, plainly and with MG_TARGET_AVX2 / MG_TARGET_AVX512, so that
+ * GCC auto-vectorizes each copy for its instruction set; the kernels pick a
+ * copy by mg_simd_level(). The build does not contract a * b + c into an FMA
+ * (-std=c11), and the loops never reassociate a sum, so the three copies
+ * compute the very same bits.
+ */
+#ifndef MINIGRAD_KERNEL_COMMON_H
+#define MINIGRAD_KERNEL_COMMON_H
+
+#include <stddef.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "minigrad.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define MG_X86_PATHS 1
+#define MG_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define MG_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw")))
+#else
+#define MG_X86_PATHS 0
+#endif
+#define MG_NO_TARGET
+
+/* The three copies of a set of loops, DEFINE(T, S, ISA, TARGET) for one
+ * element type, and a table of one loop's copies indexed by mg_simd_level()
+ * (which never exceeds what was compiled here). */
+#if MG_X86_PATHS
+#define MG_FOR_EACH_ISA(DEFINE, T, S)                                                    \
+    DEFINE(T, S, generic, MG_NO_TARGET)                                                  \
+    DEFINE(T, S, avx2, MG_TARGET_AVX2)                                                   \
+    DEFINE(T, S, avx512, MG_TARGET_AVX512)
+#define MG_ISA_TABLE(NAME) {NAME##_generic, NAME##_avx2, NAME##_avx512}
+#else
+#define MG_FOR_EACH_ISA(DEFINE, T, S) DEFINE(T, S, generic, MG_NO_TARGET)
+#define MG_ISA_TABLE(NAME) {NAME##_generic}
+#endif
+
+/* Reductions along a contiguous run keep this many partial sums, one per
+ * lane, combined in a fixed order at the end: a plain `s += x[i]` cannot be
+ * vectorized without reassociating it (which -ffast-math would allow and
+ * which would make the result depend on the vector width), whereas 16
+ * independent sums fill a vector of any width and give the same bits on
+ * every path. */
+#define MG_LANES 16
+
+/* ---- threads ----------------------------------------------------------- */
+
+/* Below this many elements a kernel runs on the calling thread: a parallel
+ * region costs a few microseconds to start. Small arrays skip OpenMP
+ * altogether, not just via an if() clause: even a one-thread region costs
+ * libgomp about half a microsecond. */
+#define MG_PARALLEL_MIN ((size_t)1 << 16)
+
+static inline int mg_use_threads(size_t n)
+{
+    return n >= MG_PARALLEL_MIN && mg_get_num_threads() > 1;
+}
+
+#ifdef _OPENMP
+#define MG_OMP_PARALLEL _Pragma("omp parallel num_threads(mg_get_num_threads())")
+#else
+#define MG_OMP_PARALLEL
+#endif
+
+typedef struct {
+    size_t lo;
+    size_t len;
+} mg_range;
+
+/* The calling thread's share [lo, lo + len) of n items: contiguous, in
+ * thread order, each starting on a multiple of `align` items (a power of
+ * two; 16 floats keep two threads off one cache line). Outside a parallel
+ * region, or without OpenMP, the share is everything. */
+static inline mg_range mg_thread_share(size_t n, size_t align)
+{
+    mg_range r = {0, n};
+#ifdef _OPENMP
+    size_t nt = (size_t)omp_get_num_threads();
+    size_t t = (size_t)omp_get_thread_num();
+
+    if (nt > 1 && n > 0) {
+        size_t chunk = n / nt + (n % nt != 0);
+
+        chunk = (chunk + align - 1) & ~(align - 1);
+        r.lo = t <= n / chunk ? t * chunk : n;
+        r.len = n - r.lo < chunk ? n - r.lo : chunk;
+    }
+#endif
+    return r;
+}
+
+#endif /* MINIGRAD_KERNEL_COMMON_H */
