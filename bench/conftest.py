@@ -11,6 +11,9 @@ import pytest
 
 
 def pytest_collect_file(file_path, parent):
+    # a file named on the command line is collected by pytest itself already
+    if parent.session.isinitpath(file_path):
+        return None
     if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
         return pytest.Module.from_parent(parent, path=file_path)
     return None

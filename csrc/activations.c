@@ -30,71 +30,8 @@
 #include <math.h>
 #include <stddef.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#include "minigrad.h"
+#include "kernel_common.h"
 #include "vmath.h"
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define MG_X86_PATHS 1
-#define MG_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#define MG_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw")))
-#else
-#define MG_X86_PATHS 0
-#endif
-
-/* ---- threads ----------------------------------------------------------- */
-
-/* Below this many elements a kernel runs on the calling thread. A parallel
- * region costs a few microseconds to start, but the real risk is another
- * thread pool: right after a NumPy matmul, OpenBLAS's threads still spin on
- * the cores, and a region that waits for one of them can lose a whole
- * scheduler time slice (measured: relu on 128x512 took 4 ms instead of 3 us
- * inside a training step on 2 cores). Only arrays large enough that one
- * thread needs about a millisecond are split. */
-#define MG_PARALLEL_MIN ((size_t)1 << 21)
-
-/* Small arrays skip OpenMP altogether, not just via an if() clause: even a
- * one-thread region costs libgomp about half a microsecond, as much as the
- * whole kernel on a few hundred elements. */
-static inline int use_threads(size_t n)
-{
-    return n >= MG_PARALLEL_MIN && mg_get_num_threads() > 1;
-}
-
-#ifdef _OPENMP
-#define MG_OMP_PARALLEL _Pragma("omp parallel num_threads(mg_get_num_threads())")
-#else
-#define MG_OMP_PARALLEL
-#endif
-
-/* A thread's share [lo, lo + len) of n elements: contiguous, the shares in
- * thread order, each starting on a multiple of 16 elements (64 bytes of
- * floats) so no two threads write the same cache line. */
-typedef struct {
-    size_t lo;
-    size_t len;
-} mg_range;
-
-static mg_range thread_share(size_t n)
-{
-    mg_range r = {0, n};
-#ifdef _OPENMP
-    size_t nt = (size_t)omp_get_num_threads();
-    size_t t = (size_t)omp_get_thread_num();
-
-    if (nt > 1) {
-        size_t chunk = n / nt + (n % nt != 0);
-
-        chunk = (chunk + 15) & ~(size_t)15;
-        r.lo = t <= n / chunk ? t * chunk : n;
-        r.len = n - r.lo < chunk ? n - r.lo : chunk;
-    }
-#endif
-    return r;
-}
 
 /* ---- 1. the math of one element ----------------------------------------- */
 
@@ -380,7 +317,6 @@ DEFINE_LOOP_TYPES(double, f64)
         }                                                                                \
     }
 
-#define MG_NO_TARGET
 DEFINE_LOOPS(float, f32, generic, MG_NO_TARGET)
 DEFINE_LOOPS(double, f64, generic, MG_NO_TARGET)
 #if MG_X86_PATHS
@@ -451,13 +387,13 @@ static const loop_table_f64 loops_f64[] = {
 #define UNARY_KERNEL_BODY(LOOP_TYPE, S, NAME, ...)                                       \
     {                                                                                    \
         LOOP_TYPE##_##S *loop = loops_##S[mg_simd_level()].NAME;                         \
-        if (!use_threads(n)) {                                                           \
+        if (!mg_use_threads(n)) {                                                        \
             loop(n, y, x __VA_ARGS__);                                                   \
             return 0;                                                                    \
         }                                                                                \
         MG_OMP_PARALLEL                                                                  \
         {                                                                                \
-            mg_range r = thread_share(n);                                                \
+            mg_range r = mg_thread_share(n, 16);                                         \
             loop(r.len, y + r.lo, x + r.lo __VA_ARGS__);                                 \
         }                                                                                \
         return 0;                                                                        \
@@ -466,13 +402,13 @@ static const loop_table_f64 loops_f64[] = {
 #define BINARY_KERNEL_BODY(LOOP_TYPE, S, NAME, ...)                                      \
     {                                                                                    \
         LOOP_TYPE##_##S *loop = loops_##S[mg_simd_level()].NAME;                         \
-        if (!use_threads(n)) {                                                           \
+        if (!mg_use_threads(n)) {                                                        \
             loop(n, gx, gy, saved __VA_ARGS__);                                          \
             return 0;                                                                    \
         }                                                                                \
         MG_OMP_PARALLEL                                                                  \
         {                                                                                \
-            mg_range r = thread_share(n);                                                \
+            mg_range r = mg_thread_share(n, 16);                                         \
             loop(r.len, gx + r.lo, gy + r.lo, saved + r.lo __VA_ARGS__);                 \
         }                                                                                \
         return 0;                                                                        \

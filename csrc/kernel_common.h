@@ -54,11 +54,17 @@
 
 /* ---- threads ----------------------------------------------------------- */
 
-/* Below this many elements a kernel runs on the calling thread: a parallel
- * region costs a few microseconds to start. Small arrays skip OpenMP
- * altogether, not just via an if() clause: even a one-thread region costs
- * libgomp about half a microsecond. */
-#define MG_PARALLEL_MIN ((size_t)1 << 16)
+/* Below this many elements a kernel runs on the calling thread. A parallel
+ * region costs a few microseconds to start, but the real risk is a core that
+ * is busy elsewhere: right after a NumPy matmul OpenBLAS's threads still spin
+ * on the cores, and on a loaded machine the worker may not be scheduled, so
+ * a region that waits for it can lose a whole scheduler time slice
+ * (measured: relu on 128x512 took 4 ms instead of 3 us inside a training
+ * step on 2 cores). Only arrays large enough that one thread needs about a
+ * millisecond are split. Small arrays skip OpenMP altogether, not just via
+ * an if() clause: even a one-thread region costs libgomp about half a
+ * microsecond. */
+#define MG_PARALLEL_MIN ((size_t)1 << 21)
 
 static inline int mg_use_threads(size_t n)
 {

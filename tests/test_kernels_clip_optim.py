@@ -38,7 +38,7 @@ from minigrad.backend.numpy import NumpyBackend
 C = CBackend()
 REF = NumpyBackend()
 DTYPES = [np.float32, np.float64]
-SIZES = [0, 1, 7, 15, 16, 17, 31, 33, 1000, (1 << 15) + 3, (1 << 17) + 5]
+SIZES = [0, 1, 7, 15, 16, 17, 31, 33, 1000, (1 << 15) + 3, (1 << 21) + 5]
 ULP_RTOL = {np.dtype(np.float32): 1.2e-7, np.dtype(np.float64): 1e-15}
 
 
@@ -237,10 +237,11 @@ def isa_outputs() -> dict:
     out = {}
     for dtype in DTYPES:
         key = np.dtype(dtype).name
-        arrays = [_special(dtype, n, rng, "plain") for n in (5, 1 << 17, (1 << 16) + 9)]
+        # the two large buffers are above the size where kernels use threads
+        arrays = [_special(dtype, n, rng, "plain") for n in (5, 1 << 21, (1 << 21) + 9)]
         out[f"sumsq_{key}"] = np.float64(C.sum_squares(arrays))
         out[f"maxabs_{key}"] = np.float64(C.max_abs(arrays))
-        big = arrays[1].reshape(256, 512)
+        big = arrays[1].reshape(4096, 512)
         out[f"rownorms_{key}"] = C.row_norms(big)
         g = big.copy()
         C.adaptive_clip_(g, np.full_like(g, 0.01), 0.5, 1e-3)
