@@ -53,7 +53,7 @@ REF = NumpyBackend()
 DTYPES = [np.float32, np.float64]
 RTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-13}
 # Above THREADED_N the kernels split the work across OpenMP threads
-# (MG_PARALLEL_MIN in activations.c); the odd size gives uneven shares.
+# (MG_PARALLEL_MIN in kernel_common.h); the odd size gives uneven shares.
 THREADED_N = (1 << 21) + 13
 SIZES = [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 127, 1000, 1 << 17, THREADED_N]
 SIMD_LEVELS = ["generic", "avx2", "avx512"]
