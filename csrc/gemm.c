@@ -57,11 +57,12 @@
  * micro-kernels rely on (every panel is a multiple of 64 bytes long too). */
 #define MG_ALIGN 64
 
-/* Below this many flops (2 m n k) a product stays on the calling thread:
- * waking the second thread and packing the shared operand twice costs
- * more than it saves. Measured on the 2-core Zen 5 build machine, where
- * 128x512x10 (1.3 MFLOP) lost and 64x256x256 (8 MFLOP) gained. */
-#define MG_GEMM_PARALLEL_MIN_FLOPS 4.0e6
+/* Below this many flops (2 m n k) a product stays on the calling thread.
+ * Measured on the 2-core Zen 5 build machine (idle): two threads already
+ * gain at 64^3 (0.5 MFLOP: 6.4 -> 4.5 us) and at 128x512x10 (20.7 -> 14.7
+ * us), and break even around 48^3. On a loaded machine a parallel region
+ * waits for a descheduled thread, so the bar is not set lower than needed. */
+#define MG_GEMM_PARALLEL_MIN_FLOPS 5.0e5
 
 /* ---- cache sizes -------------------------------------------------------- */
 
