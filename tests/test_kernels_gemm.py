@@ -263,6 +263,9 @@ def test_bias_dtype_and_layout(c_always, rng):
     bias64 = rng.standard_normal(60)[::2]  # float64, strided
     got = C.gemm(a, b, bias=bias64)
     check(got, a, b, bias=bias64.astype(np.float32))
+    bias32 = bias64.astype(np.float32)
+    unaligned = np.frombuffer(b"\0" + bias32.tobytes(), np.float32, offset=1)
+    check(C.gemm(a, b, bias=unaligned), a, b, bias=bias32)
 
 
 # ---- code paths --------------------------------------------------------------------

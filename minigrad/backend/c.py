@@ -126,7 +126,9 @@ def _gemm_operand(g: _Gemm, x: np.ndarray, trans: bool):
             return ffi.cast(g.ptype, x.ctypes.data), s0 // item, trans, x
         if s0 == item and s1 > 0 and s1 % item == 0 and s1 >= rows * item:
             return ffi.cast(g.ptype, x.ctypes.data), s1 // item, not trans, x
-    x = np.ascontiguousarray(x)
+    # np.array, not np.ascontiguousarray: the latter returns a contiguous
+    # but misaligned array as it is.
+    x = np.array(x, order="C")
     return ffi.from_buffer(g.ctype, x), cols or 1, trans, x
 
 
@@ -306,7 +308,7 @@ class CBackend(NumpyBackend):
             pbias = ffi.NULL
         else:
             if bias.dtype != a.dtype or not (bias.flags.c_contiguous and bias.flags.aligned):
-                bias = np.ascontiguousarray(bias, dtype=a.dtype)
+                bias = np.array(bias, dtype=a.dtype, order="C")
             pbias = ffi.from_buffer(g.ctype, bias)
         status = g.kernel(
             ta,
