@@ -58,9 +58,16 @@ def report(path: str) -> str:
         "- Medians in microseconds, C and NumPy measured in the same run; "
         "ratio = NumPy / C (above 1: C is faster).",
         "",
-        "| kernel | size | NumPy (us) | C (us) | ratio |",
-        "|---|---|---:|---:|---:|",
     ]
+    # Products carry their flop count: those files get GFLOPS columns too.
+    with_flops = any("flops" in b["extra_info"] for b in data["benchmarks"])
+    if with_flops:
+        lines += [
+            "| kernel | size | NumPy (us) | C (us) | ratio | NumPy GFLOPS | C GFLOPS |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+    else:
+        lines += ["| kernel | size | NumPy (us) | C (us) | ratio |", "|---|---|---:|---:|---:|"]
     for group in sorted(
         groups, key=lambda g: (g.rsplit("-", 1)[0], int(g.rsplit("-", 1)[1].split("x")[0]))
     ):
@@ -69,9 +76,11 @@ def report(path: str) -> str:
             continue
         kernel, size = group.rsplit("-", 1)
         c, ref = entry["c"]["stats"]["median"], entry["numpy"]["stats"]["median"]
-        lines.append(
-            f"| {kernel} | {size} | {_microseconds(ref)} | {_microseconds(c)} | {ref / c:.2f}x |"
-        )
+        row = f"| {kernel} | {size} | {_microseconds(ref)} | {_microseconds(c)} | {ref / c:.2f}x |"
+        if with_flops:
+            flops = entry["c"]["extra_info"].get("flops")
+            row += f" {flops / ref / 1e9:.1f} | {flops / c / 1e9:.1f} |" if flops else " | |"
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 

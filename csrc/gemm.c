@@ -213,10 +213,7 @@ static inline size_t round_up(size_t x, size_t multiple)
  * pack_b: likewise columns of op(B) into NR-wide panels, for each p the NR
  * values op(B)(p, r NR + j).
  */
-#define DEFINE_PACKING(T, S)                                                                \
-    static void pack_a_##S(int trans, size_t mc, size_t kc, const T *a, size_t lda,        \
-                           T *restrict dst, size_t mr)                                     \
-    {                                                                                      \
+#define PACK_A_BODY(T)                                                                     \
         for (size_t i0 = 0; i0 < mc; i0 += mr) {                                           \
             size_t rows = min_size(mr, mc - i0);                                           \
             if (trans) {                                                                   \
@@ -254,11 +251,9 @@ static inline size_t round_up(size_t x, size_t multiple)
                         dst[p * mr + i] = 0;                                               \
             }                                                                              \
             dst += mr * kc;                                                                \
-        }                                                                                  \
-    }                                                                                      \
-    static void pack_b_##S(int trans, size_t kc, size_t nc, const T *b, size_t ldb,        \
-                           T *restrict dst, size_t nr)                                     \
-    {                                                                                      \
+        }
+
+#define PACK_B_BODY(T)                                                                     \
         for (size_t j0 = 0; j0 < nc; j0 += nr) {                                           \
             size_t cols = min_size(nr, nc - j0);                                           \
             if (!trans) {                                                                  \
@@ -299,11 +294,31 @@ static inline size_t round_up(size_t x, size_t multiple)
                 }                                                                          \
             }                                                                              \
             dst += nr * kc;                                                                \
-        }                                                                                  \
+        }
+
+#define DEFINE_PACKING(T, S, ISA, TARGET)                                                    \
+    TARGET static void pack_a_##S##_##ISA(int trans, size_t mc, size_t kc, const T *a,     \
+                                          size_t lda, T *restrict dst, size_t mr)          \
+    {                                                                                      \
+        PACK_A_BODY(T)                                                                     \
+    }                                                                                      \
+    TARGET static void pack_b_##S##_##ISA(int trans, size_t kc, size_t nc, const T *b,     \
+                                          size_t ldb, T *restrict dst, size_t nr)          \
+    {                                                                                      \
+        PACK_B_BODY(T)                                                                     \
     }
 
-DEFINE_PACKING(float, f32)
-DEFINE_PACKING(double, f64)
+DEFINE_PACKING(float, f32, generic, )
+DEFINE_PACKING(double, f64, generic, )
+#if MG_X86_PATHS
+/* The same loops compiled for the wider vectors, where the transposes in
+ * them vectorize with wider shuffles than SSE2's (measured, one thread:
+ * 128x512x10 float from 19 to 15.5 us, g @ w.T 128x512x512 up 5-10%). */
+DEFINE_PACKING(float, f32, avx2, MG_TARGET_AVX2)
+DEFINE_PACKING(double, f64, avx2, MG_TARGET_AVX2)
+DEFINE_PACKING(float, f32, avx512, MG_TARGET_AVX512)
+DEFINE_PACKING(double, f64, avx512, MG_TARGET_AVX512)
+#endif
 
 /*
  * A micro-kernel: acc = sum over p < kc of a[p MR + i] * b[p NR + j] for the
@@ -532,12 +547,15 @@ DEFINE_AVX2_KERNEL(double, 8_f64, __m256d, 4, _mm256_set1_pd, _mm256_setzero_pd,
 #define DEFINE_DRIVER(T, S)                                                                    \
     typedef struct {                                                                           \
         ukernel_##S kernel;                                                                    \
+        void (*pack_a)(int, size_t, size_t, const T *, size_t, T *, size_t);                   \
+        void (*pack_b)(int, size_t, size_t, const T *, size_t, T *, size_t);                   \
         size_t mr, nr;                                                                         \
     } kernel_info_##S;                                                                         \
                                                                                                \
     static kernel_info_##S pick_kernel_##S(int level, size_t n)                                \
     {                                                                                          \
-        kernel_info_##S k = {ukernel_4x8_##S##_generic, GENERIC_MR, GENERIC_NR};               \
+        kernel_info_##S k = {ukernel_4x8_##S##_generic, pack_a_##S##_generic,                  \
+                             pack_b_##S##_generic, GENERIC_MR, GENERIC_NR};                    \
         KERNEL_TABLE_##S(level, n, k);                                                         \
         return k;                                                                              \
     }                                                                                          \
@@ -567,11 +585,11 @@ DEFINE_AVX2_KERNEL(double, 8_f64, __m256d, 4, _mm256_set1_pd, _mm256_setzero_pd,
                 size_t kc = min_size(bl->kc, k - pc);                                          \
                 T beta_p = pc == 0 ? beta : (T)1;                                              \
                 const T *bias_p = pc + kc == k && bias != NULL ? bias + jc : NULL;             \
-                pack_b_##S(trans_b, kc, nc, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc,   \
+                ki->pack_b(trans_b, kc, nc, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc,   \
                            ldb, pb, bl->nr);                                                   \
                 for (size_t ic = 0; ic < m; ic += bl->mc) {                                    \
                     size_t mc = min_size(bl->mc, m - ic);                                      \
-                    pack_a_##S(trans_a, mc, kc, trans_a ? a + pc * lda + ic : a + ic * lda + pc, \
+                    ki->pack_a(trans_a, mc, kc, trans_a ? a + pc * lda + ic : a + ic * lda + pc, \
                                lda, pa, bl->mr);                                               \
                     for (size_t jr = 0; jr < nc; jr += bl->nr) {                               \
                         size_t nr = min_size(bl->nr, nc - jr);                                 \
@@ -660,20 +678,20 @@ DEFINE_AVX2_KERNEL(double, 8_f64, __m256d, 4, _mm256_set1_pd, _mm256_setzero_pd,
 #define KERNEL_TABLE_f32(level, n, k)                                                          \
     do {                                                                                       \
         if ((level) >= 2 && (n) <= 16)                                                         \
-            k = (kernel_info_f32){ukernel_16x16_f32_avx512, AVX512_NARROW_MR, 16};             \
+            k = (kernel_info_f32){ukernel_16x16_f32_avx512, pack_a_f32_avx512, pack_b_f32_avx512, AVX512_NARROW_MR, 16};             \
         else if ((level) >= 2)                                                                 \
-            k = (kernel_info_f32){ukernel_8x32_f32_avx512, AVX512_MR, 32};                     \
+            k = (kernel_info_f32){ukernel_8x32_f32_avx512, pack_a_f32_avx512, pack_b_f32_avx512, AVX512_MR, 32};                     \
         else if ((level) == 1)                                                                 \
-            k = (kernel_info_f32){ukernel_6x16_f32_avx2, AVX2_MR, 16};                         \
+            k = (kernel_info_f32){ukernel_6x16_f32_avx2, pack_a_f32_avx2, pack_b_f32_avx2, AVX2_MR, 16};                         \
     } while (0)
 #define KERNEL_TABLE_f64(level, n, k)                                                          \
     do {                                                                                       \
         if ((level) >= 2 && (n) <= 8)                                                          \
-            k = (kernel_info_f64){ukernel_16x8_f64_avx512, AVX512_NARROW_MR, 8};               \
+            k = (kernel_info_f64){ukernel_16x8_f64_avx512, pack_a_f64_avx512, pack_b_f64_avx512, AVX512_NARROW_MR, 8};               \
         else if ((level) >= 2)                                                                 \
-            k = (kernel_info_f64){ukernel_8x16_f64_avx512, AVX512_MR, 16};                     \
+            k = (kernel_info_f64){ukernel_8x16_f64_avx512, pack_a_f64_avx512, pack_b_f64_avx512, AVX512_MR, 16};                     \
         else if ((level) == 1)                                                                 \
-            k = (kernel_info_f64){ukernel_6x8_f64_avx2, AVX2_MR, 8};                           \
+            k = (kernel_info_f64){ukernel_6x8_f64_avx2, pack_a_f64_avx2, pack_b_f64_avx2, AVX2_MR, 8};                           \
     } while (0)
 #else
 #define KERNEL_TABLE_f32(level, n, k) ((void)(level), (void)(n))
