@@ -394,8 +394,11 @@ DEFINE_GENERIC_KERNEL(double, f64)
             acc[i][0] = acc[i][1] = ZERO();                                                   \
         for (size_t p = 0; p < kc; p++) {                                                     \
             V b0 = LOAD(b), b1 = LOAD(b + VL);                                                \
-            _mm_prefetch((const char *)(b + MG_PF_DIST * 2 * VL), _MM_HINT_T0);               \
-            _mm_prefetch((const char *)(b + MG_PF_DIST * 2 * VL + VL), _MM_HINT_T0);          \
+            /* integer arithmetic: a pointer past the panel's end would be UB */             \
+            _mm_prefetch((const char *)((uintptr_t)b + MG_PF_DIST * 2 * VL * sizeof(T)),      \
+                         _MM_HINT_T0);                                                        \
+            _mm_prefetch((const char *)((uintptr_t)b + (MG_PF_DIST * 2 + 1) * VL * sizeof(T)), \
+                         _MM_HINT_T0);                                                        \
             for (int i = 0; i < AVX512_MR; i++) {                                             \
                 V ai = SET1(a[i]);                                                            \
                 acc[i][0] = FMADD(ai, b0, acc[i][0]);                                         \
