@@ -12,7 +12,7 @@
  *   for jc in n, step NC          B block of NC columns
  *     for pc in k, step KC        pack KC x NC of op(B) into NR-wide panels
  *       for ic in m, step MC      pack MC x KC of op(A) into MR-tall panels
- *         for jr in NC, step NR     (B micro-panel stays in L1)
+ *         for jr in NC, step NR     (B micro-panel reused MC/MR times)
  *           for ir in MC, step MR   (A micro-panels stream from L2)
  *             micro-kernel: MR x NR tile of C in registers over KC
  *
@@ -21,7 +21,7 @@
  * tile size. The write-back is the epilogue: on the first k block it forms
  * alpha * acc + beta * C (C not read when beta == 0, as in BLAS), on later
  * blocks it adds alpha * acc, and on the last it also adds the bias, so for
- * k <= KC (every shape of a training step) C is written exactly once.
+ * k <= KC C is written exactly once (and read only if beta != 0).
  *
  * Threads: C is cut into a grid of rectangles, one per thread, on MR/NR tile
  * boundaries, and each thread runs the whole loop nest above on its own
@@ -53,15 +53,16 @@
 #define MG_X86_PATHS 0
 #endif
 
-/* Packed panels start on a cache line, which the aligned loads in the
- * micro-kernels rely on (every panel is a multiple of 64 bytes long too). */
+/* The packed B block starts on a cache line; each k step of a B panel is a
+ * whole number of vectors (NR values), so the micro-kernels' aligned vector
+ * loads of B hold for every kc. A is only read by broadcasts. */
 #define MG_ALIGN 64
 
 /* Below this many flops (2 m n k) a product stays on the calling thread.
- * Measured on the 2-core Zen 5 build machine (idle): two threads already
+ * Measured on the 2-core Zen 5 build machine (quiet): two threads already
  * gain at 64^3 (0.5 MFLOP: 6.4 -> 4.5 us) and at 128x512x10 (20.7 -> 14.7
- * us), and break even around 48^3. On a loaded machine a parallel region
- * waits for a descheduled thread, so the bar is not set lower than needed. */
+ * us). On a loaded machine a parallel region waits for a descheduled
+ * thread, so the bar is not set lower than that. */
 #define MG_GEMM_PARALLEL_MIN_FLOPS 5.0e5
 
 /* ---- cache sizes -------------------------------------------------------- */
@@ -167,8 +168,9 @@ static size_t clamp_down(size_t x, size_t lo, size_t hi, size_t multiple)
  * KC: the KC x NR micro-panel of B is about 4/3 of L1. It does not have to
  * fit: per k step the micro-kernel reads MR + NR values for MR x NR FMAs,
  * about 20 bytes a cycle on the AVX-512 path, well within what L2 delivers,
- * and a long KC means fewer passes over C (one for every k <= KC, which
- * covers the shapes of a training step). Measured on Zen 5 (48 KiB L1):
+ * and a long KC means fewer passes over C (one for k <= KC, 512 here for
+ * both types: all of a training step's products but the 784-wide input
+ * layer's, which takes two). Measured on Zen 5 (48 KiB L1):
  * KC = 512 beat 192, 256 and 384 by 5-15% on 1024^3 and 2048^3, float32.
  * MC: the MC x KC block of A takes about a quarter of L2 (the rest holds the
  * B micro-panels streaming through and C). NC: the KC x NC block of B takes
