@@ -386,7 +386,7 @@ DEFINE_GENERIC_KERNEL(double, f64)
 #define MG_PF_DIST 16
 #define AVX512_MR 8
 
-#define DEFINE_AVX512_KERNEL(T, S, V, VL, MASK, SET1, ZERO, LOAD, FMADD, MUL, MLOAD, MSTORE)     \
+#define DEFINE_AVX512_KERNEL(T, S, V, VL, MASK, SET1, ZERO, LOAD, FMADD, MLOAD, MSTORE)          \
     MG_TARGET_AVX512 static void ukernel_8x##S##_avx512(                                      \
         size_t kc, const T *restrict a, const T *restrict b, T *restrict c, size_t ldc,       \
         size_t mr, size_t nr, T alpha, T beta, const T *restrict bias)                        \
@@ -434,10 +434,10 @@ DEFINE_GENERIC_KERNEL(double, f64)
     }
 
 DEFINE_AVX512_KERNEL(float, 32_f32, __m512, 16, __mmask16, _mm512_set1_ps, _mm512_setzero_ps,
-                     _mm512_load_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_maskz_loadu_ps,
+                     _mm512_load_ps, _mm512_fmadd_ps, _mm512_maskz_loadu_ps,
                      _mm512_mask_storeu_ps)
 DEFINE_AVX512_KERNEL(double, 16_f64, __m512d, 8, __mmask8, _mm512_set1_pd, _mm512_setzero_pd,
-                     _mm512_load_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_maskz_loadu_pd,
+                     _mm512_load_pd, _mm512_fmadd_pd, _mm512_maskz_loadu_pd,
                      _mm512_mask_storeu_pd)
 
 /*
@@ -548,9 +548,11 @@ DEFINE_AVX512_NARROW_KERNEL(double, 8_f64, __m512d, 8, __mmask8, _mm512_set1_pd,
     }
 
 DEFINE_AVX2_KERNEL(float, 16_f32, __m256, 8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_load_ps,
-                   _mm256_loadu_ps, _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_store_ps, __builtin_fmaf)
+                   _mm256_loadu_ps, _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_store_ps,
+                   __builtin_fmaf)
 DEFINE_AVX2_KERNEL(double, 8_f64, __m256d, 4, _mm256_set1_pd, _mm256_setzero_pd, _mm256_load_pd,
-                   _mm256_loadu_pd, _mm256_storeu_pd, _mm256_fmadd_pd, _mm256_store_pd, __builtin_fma)
+                   _mm256_loadu_pd, _mm256_storeu_pd, _mm256_fmadd_pd, _mm256_store_pd,
+                   __builtin_fma)
 
 #endif /* MG_X86_PATHS */
 
@@ -687,23 +689,27 @@ DEFINE_AVX2_KERNEL(double, 8_f64, __m256d, 4, _mm256_set1_pd, _mm256_setzero_pd,
     }
 
 #if MG_X86_PATHS
+/* The micro-kernel for the level (and, on AVX-512, for narrow products)
+ * with the packing routines compiled for the same instruction set. */
+#define KERNEL_INFO(S, KERNEL, ISA, MR, NR)                                                    \
+    (kernel_info_##S){KERNEL, pack_a_##S##_##ISA, pack_b_##S##_##ISA, MR, NR}
 #define KERNEL_TABLE_f32(level, n, k)                                                          \
     do {                                                                                       \
         if ((level) >= 2 && (n) <= 16)                                                         \
-            k = (kernel_info_f32){ukernel_16x16_f32_avx512, pack_a_f32_avx512, pack_b_f32_avx512, AVX512_NARROW_MR, 16};             \
+            k = KERNEL_INFO(f32, ukernel_16x16_f32_avx512, avx512, AVX512_NARROW_MR, 16);      \
         else if ((level) >= 2)                                                                 \
-            k = (kernel_info_f32){ukernel_8x32_f32_avx512, pack_a_f32_avx512, pack_b_f32_avx512, AVX512_MR, 32};                     \
+            k = KERNEL_INFO(f32, ukernel_8x32_f32_avx512, avx512, AVX512_MR, 32);              \
         else if ((level) == 1)                                                                 \
-            k = (kernel_info_f32){ukernel_6x16_f32_avx2, pack_a_f32_avx2, pack_b_f32_avx2, AVX2_MR, 16};                         \
+            k = KERNEL_INFO(f32, ukernel_6x16_f32_avx2, avx2, AVX2_MR, 16);                    \
     } while (0)
 #define KERNEL_TABLE_f64(level, n, k)                                                          \
     do {                                                                                       \
         if ((level) >= 2 && (n) <= 8)                                                          \
-            k = (kernel_info_f64){ukernel_16x8_f64_avx512, pack_a_f64_avx512, pack_b_f64_avx512, AVX512_NARROW_MR, 8};               \
+            k = KERNEL_INFO(f64, ukernel_16x8_f64_avx512, avx512, AVX512_NARROW_MR, 8);        \
         else if ((level) >= 2)                                                                 \
-            k = (kernel_info_f64){ukernel_8x16_f64_avx512, pack_a_f64_avx512, pack_b_f64_avx512, AVX512_MR, 16};                     \
+            k = KERNEL_INFO(f64, ukernel_8x16_f64_avx512, avx512, AVX512_MR, 16);              \
         else if ((level) == 1)                                                                 \
-            k = (kernel_info_f64){ukernel_6x8_f64_avx2, pack_a_f64_avx2, pack_b_f64_avx2, AVX2_MR, 8};                           \
+            k = KERNEL_INFO(f64, ukernel_6x8_f64_avx2, avx2, AVX2_MR, 8);                      \
     } while (0)
 #else
 #define KERNEL_TABLE_f32(level, n, k) ((void)(level), (void)(n))
