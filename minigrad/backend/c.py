@@ -9,6 +9,11 @@ for the dtype, make the inputs C-contiguous and aligned (copying only when
 they are not), allocate a fresh output, pass raw pointers with
 ``ffi.from_buffer`` while the arrays stay referenced here, and turn a nonzero
 status into an exception. The kernels never write their inputs.
+
+``gemm`` differs in two ways: operands go with leading dimensions and a
+trans flag, so transposed and row-sliced views are read in place rather
+than copied, and it writes into ``out`` when given one. Products too small
+for C to win go to ``np.matmul``.
 """
 
 from __future__ import annotations
