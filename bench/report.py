@@ -46,8 +46,11 @@ def report(path: str) -> str:
     }
     info = data.get("machine_info", {})
     has_torch = any("torch" in entry for entry in groups.values())
+    # Products carry their flop count: tables with them get GFLOPS columns too.
+    has_flops = any("flops" in b["extra_info"] for b in data["benchmarks"])
     header = "| kernel | size | NumPy (us) | C (us) |" + (" PyTorch (us) |" if has_torch else "")
     header += " NumPy / C |" + (" PyTorch / C |" if has_torch else "")
+    header += " NumPy GFLOPS | C GFLOPS |" if has_flops else ""
     lines = [
         "# Benchmark results",
         "",
@@ -77,6 +80,9 @@ def report(path: str) -> str:
         row += f" {ref / c:.2f}x |"
         if has_torch:
             row += f" {torch / c:.2f}x |" if torch else " - |"
+        if has_flops:
+            flops = entry["c"]["extra_info"].get("flops")
+            row += f" {flops / ref / 1e9:.1f} | {flops / c / 1e9:.1f} |" if flops else " - | - |"
         lines.append(row)
     return "\n".join(lines) + "\n"
 

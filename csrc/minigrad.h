@@ -239,4 +239,26 @@ int mg_tensor_stats_f32(size_t n, mg_tensor_stats *out, const float *x, double t
 int mg_tensor_stats_f64(size_t n, mg_tensor_stats *out, const double *x, double threshold,
                         double center);
 
+/* ---- matrix product (csrc/gemm.c) --------------------------------------- */
+/*
+ * c = alpha * op(a) * op(b) + beta * c, then + bias[j] on every row when
+ * bias is not NULL. Row-major: op(a) is m x k, op(b) is k x n, c is m x n;
+ * op(x) is x transposed when trans_x is nonzero, and a row of the matrix as
+ * stored is lda (ldb, ldc) elements after the previous one. As in BLAS,
+ * beta == 0 means c is not read (it may hold NaN), and with alpha == 0 or
+ * k == 0 neither a nor b is read. c must not overlap a, b or bias. Returns 1
+ * if the packing workspace cannot be allocated, else 0.
+ */
+int mg_gemm_f32(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                size_t ldc, const float *bias);
+int mg_gemm_f64(int trans_a, int trans_b, size_t m, size_t n, size_t k, double alpha,
+                const double *a, size_t lda, const double *b, size_t ldb, double beta, double *c,
+                size_t ldc, const double *bias);
+
+/* The register tile and cache blocking the running code path uses, into
+ * out[0..4]: MR, NR, MC, KC, NC (for tests that aim at the tile edges). */
+int mg_gemm_blocking_f32(size_t *out);
+int mg_gemm_blocking_f64(size_t *out);
+
 #endif /* MINIGRAD_H */

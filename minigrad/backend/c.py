@@ -9,6 +9,11 @@ for the dtype, make the inputs C-contiguous and aligned (copying only when
 they are not), allocate a fresh output, pass raw pointers with
 ``ffi.from_buffer`` while the arrays stay referenced here, and turn a nonzero
 status into an exception. The kernels never write their inputs.
+
+``gemm`` differs in two ways: operands go with leading dimensions and a
+trans flag, so transposed and row-sliced views are read in place rather
+than copied, and it writes into ``out`` when given one. Products too small
+for C to win go to ``np.matmul``.
 """
 
 from __future__ import annotations
@@ -116,6 +121,53 @@ _POINTER_ARRAYS = {
     np.dtype(np.float32): ffi.typeof("float *[]"),
     np.dtype(np.float64): ffi.typeof("double *[]"),
 }
+
+
+class _Gemm(NamedTuple):
+    """The C GEMM for one dtype."""
+
+    ctype: object  # float[] or double[], for ffi.from_buffer
+    ptype: object  # float * or double *, for strided views
+    kernel: object
+
+
+_GEMM = {
+    np.dtype(np.float32): _Gemm(ffi.typeof("float[]"), ffi.typeof("float *"), lib.mg_gemm_f32),
+    np.dtype(np.float64): _Gemm(ffi.typeof("double[]"), ffi.typeof("double *"), lib.mg_gemm_f64),
+}
+
+# Products below this many multiply-adds (m n k) go to NumPy: there a call
+# is mostly fixed cost, and np.matmul's is lower than ours (three buffers,
+# an output and a workspace to set up). Measured crossover on the build
+# machine: about 64^3 (bench/RESULTS.md).
+_GEMM_C_MIN_MACS = 64**3
+
+
+def _gemm_operand(g: _Gemm, x: np.ndarray, trans: bool):
+    """``(pointer, leading dimension, trans flag, array kept alive)`` for C.
+
+    A C-contiguous array goes as it is; a Fortran-contiguous one is the
+    transpose of a C-contiguous array, so it goes as that with the trans flag
+    flipped; any view whose rows (or columns) are evenly spaced runs goes by
+    its address and stride. Only what fits none of these is copied.
+    """
+    flags = x.flags
+    rows, cols = x.shape
+    if flags.aligned:
+        if flags.c_contiguous:
+            return ffi.from_buffer(g.ctype, x), cols or 1, trans, x
+        if flags.f_contiguous:
+            return ffi.from_buffer(g.ctype, x.T), rows or 1, not trans, x
+        item = x.itemsize
+        s0, s1 = x.strides
+        if s1 == item and s0 > 0 and s0 % item == 0 and s0 >= cols * item:
+            return ffi.cast(g.ptype, x.ctypes.data), s0 // item, trans, x
+        if s0 == item and s1 > 0 and s1 % item == 0 and s1 >= rows * item:
+            return ffi.cast(g.ptype, x.ctypes.data), s1 // item, not trans, x
+    # np.array, not np.ascontiguousarray: the latter returns a contiguous
+    # but misaligned array as it is.
+    x = np.array(x, order="C")
+    return ffi.from_buffer(g.ctype, x), cols or 1, trans, x
 
 
 def _kernels(x) -> _Kernels | None:
@@ -305,6 +357,95 @@ class CBackend(NumpyBackend):
             "simd_level": ffi.string(lib.mg_simd_name()).decode(),
             "cpu_supports": [name for name, bit in _CPU_FEATURES if features & bit],
         }
+
+    # -- matrix product ---------------------------------------------------------
+    def gemm(self, a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None, bias=None):
+        g = _GEMM.get(a.dtype) if type(a) is np.ndarray and type(b) is np.ndarray else None
+        if g is None or b.dtype != a.dtype or a.ndim != 2 or b.ndim != 2:
+            return super().gemm(
+                a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out, bias=bias
+            )
+        m, k = a.shape[::-1] if trans_a else a.shape
+        k_b, n = b.shape[::-1] if trans_b else b.shape
+        if k != k_b:
+            raise ValueError(
+                f"gemm: op(a) is {m}x{k} but op(b) is {k_b}x{n} "
+                f"(a {a.shape}, trans_a={bool(trans_a)}; b {b.shape}, trans_b={bool(trans_b)}); "
+                "the inner dimensions must match"
+            )
+        if bias is not None:
+            bias = np.asarray(bias)
+            if bias.shape != (n,):
+                raise ValueError(f"gemm: bias must have shape ({n},), got {bias.shape}")
+        if out is not None:
+            if type(out) is not np.ndarray or out.shape != (m, n) or out.dtype != a.dtype:
+                raise ValueError(
+                    f"gemm: out must be a {a.dtype} array of shape ({m}, {n}), got "
+                    f"{getattr(out, 'dtype', type(out).__name__)} "
+                    f"{getattr(out, 'shape', '')}"
+                )
+            if not out.flags.writeable:
+                raise ValueError("gemm: out is read-only")
+            if bias is not None and np.may_share_memory(out, bias):
+                bias = bias.copy()
+        if m * n * k < _GEMM_C_MIN_MACS:
+            # Small products: a call is mostly fixed cost, and np.matmul's is
+            # lower than packing panels; the plain product skips even the
+            # reference's keyword handling.
+            if out is None and bias is None and alpha == 1:
+                return np.matmul(a.T if trans_a else a, b.T if trans_b else b)
+            return super().gemm(
+                a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out, bias=bias
+            )
+        if out is not None and (
+            not (out.flags.c_contiguous and out.flags.aligned)
+            or np.may_share_memory(out, a)
+            or np.may_share_memory(out, b)
+        ):
+            # An output C would have to write through a copy (strided, or
+            # overlapping an input) is NumPy's.
+            return super().gemm(
+                a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out, bias=bias
+            )
+        # The common case inline: both operands C-contiguous.
+        flags = a.flags
+        if flags.c_contiguous and flags.aligned:
+            pa, lda, ta = ffi.from_buffer(g.ctype, a), a.shape[1] or 1, trans_a
+        else:
+            pa, lda, ta, a = _gemm_operand(g, a, trans_a)
+        flags = b.flags
+        if flags.c_contiguous and flags.aligned:
+            pb, ldb, tb = ffi.from_buffer(g.ctype, b), b.shape[1] or 1, trans_b
+        else:
+            pb, ldb, tb, b = _gemm_operand(g, b, trans_b)
+        if out is None:
+            out = np.empty((m, n), dtype=a.dtype)
+            beta = 0.0
+        if bias is None:
+            pbias = ffi.NULL
+        else:
+            if bias.dtype != a.dtype or not (bias.flags.c_contiguous and bias.flags.aligned):
+                bias = np.array(bias, dtype=a.dtype, order="C")
+            pbias = ffi.from_buffer(g.ctype, bias)
+        status = g.kernel(
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            alpha,
+            pa,
+            lda,
+            pb,
+            ldb,
+            beta,
+            ffi.from_buffer(g.ctype, out),
+            n or 1,
+            pbias,
+        )
+        if status != 0:
+            raise _kernel_failed(g.kernel, status)
+        return out
 
     # -- elementwise activations ------------------------------------------------
     def relu_forward(self, x):
