@@ -221,13 +221,16 @@ class Function:
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Any:
         ctx = Context(cls)
-        grad_on = is_grad_enabled()
+        grad_on = getattr(_local, "grad_enabled", True)  # is_grad_enabled(), inlined: hot path
+        any_need = False
         arrays = []
         needs = []
         for arg in args:
             if isinstance(arg, Tensor):
                 arrays.append(arg._data)
-                needs.append(grad_on and arg._requires_grad)
+                need = grad_on and arg._requires_grad
+                any_need = any_need or need
+                needs.append(need)
             else:
                 arrays.append(arg)
                 needs.append(False)
@@ -248,13 +251,12 @@ class Function:
                 f"it was called at\n{_user_frame(ctx._stack)}"
             )
 
-        if single and outputs[0].base is not None:
-            version = _version_of_viewed(outputs[0], args)
-            if version is not None and True not in needs:
-                return Tensor._wrap(outputs[0], version=version)
-        if True not in needs:
+        if not any_need:
             if single:
-                return Tensor._wrap(outputs[0])
+                out = outputs[0]
+                # a view shares its base's version counter (see _version_of_viewed)
+                version = _version_of_viewed(out, args) if out.base is not None else None
+                return Tensor._wrap(out, version=version)
             return tuple(Tensor._wrap(o) for o in outputs)
 
         if ctx._saved:
