@@ -85,3 +85,32 @@ def cpu_simd_level() -> int:
         return 2
     avx2 = lib.MG_CPU_AVX2 | lib.MG_CPU_FMA
     return 1 if features & avx2 == avx2 else 0
+
+
+def assert_thread_counts_agree(backend, isa_outputs) -> None:
+    """``isa_outputs()`` gives the very same bits on 1 and 2 threads."""
+    from minigrad._C import lib
+
+    previous = lib.mg_get_num_threads()
+    try:
+        backend.set_num_threads(1)
+        one = isa_outputs()
+        backend.set_num_threads(2)
+        two = isa_outputs()
+    finally:
+        backend.set_num_threads(previous)
+    for key in one:
+        np.testing.assert_array_equal(one[key], two[key], err_msg=key)
+
+
+def assert_forced_isa_agrees(module: str, isa_outputs, isa: str, levels, tmp_path) -> None:
+    """A child forced onto ``isa`` runs that level and computes the very same bits."""
+    import pytest
+
+    level = levels.index(isa)
+    if level > cpu_simd_level():
+        pytest.skip(f"this CPU has no {isa}")
+    got_level, results = run_isa_child(module, tmp_path / "out.npz", isa)
+    assert got_level == level
+    for key, value in isa_outputs().items():
+        np.testing.assert_array_equal(results[key], value, err_msg=f"{isa}: {key}")

@@ -29,8 +29,12 @@ import pytest
 if os.environ.get("MINIGRAD_ALLOW_NO_C") == "1":
     pytest.importorskip("minigrad._C", reason="C extension not built (MINIGRAD_ALLOW_NO_C=1)")
 
-from kernel_checks import SIMD_LEVELS, close, cpu_simd_level, run_isa_child
-from minigrad._C import lib
+from kernel_checks import (
+    SIMD_LEVELS,
+    assert_forced_isa_agrees,
+    assert_thread_counts_agree,
+    close,
+)
 
 from minigrad.backend.c import CBackend
 from minigrad.backend.numpy import NumpyBackend
@@ -286,24 +290,9 @@ def isa_outputs() -> dict:
 
 
 def test_threads_give_identical_bits():
-    previous = lib.mg_get_num_threads()
-    try:
-        C.set_num_threads(1)
-        one = isa_outputs()
-        C.set_num_threads(2)
-        two = isa_outputs()
-    finally:
-        C.set_num_threads(previous)
-    for key in one:
-        np.testing.assert_array_equal(one[key], two[key], err_msg=key)
+    assert_thread_counts_agree(C, isa_outputs)
 
 
 @pytest.mark.parametrize("isa", SIMD_LEVELS)
 def test_forced_isa_gives_identical_bits(isa, tmp_path):
-    level = SIMD_LEVELS.index(isa)
-    if level > cpu_simd_level():
-        pytest.skip(f"this CPU has no {isa}")
-    got_level, results = run_isa_child("test_kernels_clip_optim", tmp_path / "out.npz", isa)
-    assert got_level == level
-    for key, value in isa_outputs().items():
-        np.testing.assert_array_equal(results[key], value, err_msg=f"{isa}: {key}")
+    assert_forced_isa_agrees("test_kernels_clip_optim", isa_outputs, isa, SIMD_LEVELS, tmp_path)
