@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import traceback
 import weakref
@@ -27,6 +28,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from .backend import pool
 
 __all__ = [
     "Context",
@@ -355,12 +358,52 @@ def _run_hooks(hooks: list[Callable], grad: np.ndarray) -> np.ndarray:
 
 
 def _accumulate(tensor: Tensor, grad: np.ndarray) -> None:
-    """Add ``grad`` into ``tensor.grad``; the first gradient is copied, since other
-    branches of the graph may hold the same array."""
-    if tensor.grad is None:
-        tensor.grad = Tensor._wrap(np.array(grad, dtype=tensor._data.dtype, copy=True))
-    else:
+    """Add ``grad`` into ``tensor.grad``.
+
+    The first gradient becomes ``.grad`` itself when nothing else refers to it
+    (PyTorch steals it the same way); otherwise it is copied, since another
+    branch of the graph, a hook or the caller may hold the same array.
+    """
+    if tensor.grad is not None:
         tensor.grad._data += grad
+    elif _unshared(grad) and grad.dtype == tensor._data.dtype:
+        tensor.grad = Tensor._wrap(grad)
+    else:
+        copy = pool.empty(grad.shape, tensor._data.dtype)
+        np.copyto(copy, grad)
+        tensor.grad = Tensor._wrap(copy)
+
+
+def _refs_when_unshared() -> int:
+    """The reference count ``_unshared`` sees for an array that only
+    ``_backward_pass`` holds, measured through the same chain of calls, so the
+    interpreter's own conventions for counting do not matter."""
+
+    def accumulate(tensor: Any, grad: np.ndarray) -> int:
+        return unshared(grad)
+
+    def unshared(grad: np.ndarray) -> int:
+        return sys.getrefcount(grad)
+
+    g = np.empty(1)
+    return accumulate(None, g)
+
+
+_REFS_WHEN_UNSHARED = _refs_when_unshared()
+
+
+def _unshared(grad: np.ndarray) -> bool:
+    """Whether only the backward pass refers to ``grad``: it owns its memory (no
+    view of another array), is writable and C-contiguous, and its reference
+    count is that of an array held by ``_backward_pass`` alone (plus the pool's
+    reference when the pool made it)."""
+    if type(grad) is not np.ndarray or grad.base is not None:
+        return False
+    flags = grad.flags
+    if not (flags.writeable and flags.c_contiguous and flags.aligned):
+        return False
+    del flags  # a flags object refers to its array
+    return sys.getrefcount(grad) <= _REFS_WHEN_UNSHARED + pool.POOL.holds(grad)
 
 
 def run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool = False) -> None:
@@ -378,7 +421,18 @@ def _backward_pass(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
     if root.grad_fn is None:
         _accumulate(root, _run_hooks(root._hooks, grad))
         return
+    leaf_grads = _propagate(root, grad, retain_graph)
+    # popped, so that only this frame refers to a gradient _accumulate may keep
+    while leaf_grads:
+        leaf, g = leaf_grads.popitem()
+        if leaf._hooks:
+            g = _run_hooks(leaf._hooks, g)
+        _accumulate(leaf, g)
 
+
+def _propagate(root: Tensor, grad: np.ndarray, retain_graph: bool) -> dict:
+    """Run every node's backward in topological order; return the gradient of
+    each leaf, summed over the paths that reach it."""
     # Count, for every node reachable from the root, how many edges lead into it.
     start = root.grad_fn
     dependencies = {start: 0}
@@ -423,8 +477,7 @@ def _backward_pass(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
             dependencies[child] -= 1
             if dependencies[child] == 0:
                 ready.append(child)
-    for leaf, g in leaf_grads.items():
-        _accumulate(leaf, _run_hooks(leaf._hooks, g))
+    return leaf_grads
 
 
 def _backward_node(node: Context, output_grads: list, retain_graph: bool) -> tuple:

@@ -239,8 +239,12 @@ class Tensor:
                 )
             grad = np.ones_like(self._data)
         else:
+            # no copy: backward only reads the gradient it is given
             grad = to_array(
-                gradient._data if isinstance(gradient, Tensor) else gradient, self.dtype, "backward"
+                gradient._data if isinstance(gradient, Tensor) else gradient,
+                self.dtype,
+                "backward",
+                copy=False,
             )
             if grad.shape != self.shape:
                 raise ValueError(

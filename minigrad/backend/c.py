@@ -26,6 +26,7 @@ import numpy as np
 
 from minigrad._C import ffi, lib
 
+from . import pool
 from .base import TensorStats
 from .numpy import NumpyBackend
 
@@ -305,7 +306,7 @@ def _writable_target(op: str, name: str, a):
 def _run_unary(k: _Kernels, kernel, x: np.ndarray, *params) -> np.ndarray:
     """``y = kernel(x, *params)`` elementwise, into a new array shaped like x."""
     x = _c_layout(x)
-    y = np.empty_like(x, order="C")
+    y = pool.empty(x.shape, x.dtype)
     status = kernel(x.size, ffi.from_buffer(k.ctype, y), ffi.from_buffer(k.ctype, x), *params)
     if status != 0:
         raise _kernel_failed(kernel, status)
@@ -316,7 +317,7 @@ def _run_binary(k: _Kernels, kernel, gy: np.ndarray, saved: np.ndarray, *params)
     """``gx = kernel(gy, saved, *params)`` elementwise; gy and saved have one shape."""
     gy = _c_layout(gy)
     saved = _c_layout(saved)
-    gx = np.empty_like(gy, order="C")
+    gx = pool.empty(gy.shape, gy.dtype)
     status = kernel(
         gy.size,
         ffi.from_buffer(k.ctype, gx),
@@ -419,7 +420,7 @@ class CBackend(NumpyBackend):
         else:
             pb, ldb, tb, b = _gemm_operand(g, b, trans_b)
         if out is None:
-            out = np.empty((m, n), dtype=a.dtype)
+            out = pool.empty((m, n), a.dtype)
             beta = 0.0
         if bias is None:
             pbias = ffi.NULL
@@ -539,7 +540,7 @@ class CBackend(NumpyBackend):
         x = _c_layout(x)
         weight = None if weight is None else _c_layout(weight)
         bias = None if bias is None else _c_layout(bias)
-        y = np.empty((n, c), dtype)
+        y = pool.empty((n, c), dtype)
         mean = np.empty(c, dtype)
         invstd = np.empty(c, dtype)
         kernel = _FUSED[dtype]["batch_norm_forward_train"]
@@ -581,7 +582,7 @@ class CBackend(NumpyBackend):
         x, running_mean, running_var = _c_layout(x), _c_layout(running_mean), _c_layout(running_var)
         weight = None if weight is None else _c_layout(weight)
         bias = None if bias is None else _c_layout(bias)
-        y = np.empty((n, c), dtype)
+        y = pool.empty((n, c), dtype)
         kernel = _FUSED[dtype]["batch_norm_forward_eval"]
         status = kernel(
             n,
@@ -606,7 +607,7 @@ class CBackend(NumpyBackend):
         ctype = _CTYPES[dtype]
         gy, x, mean, invstd = _c_layout(gy), _c_layout(x), _c_layout(mean), _c_layout(invstd)
         weight = None if weight is None else _c_layout(weight)
-        gx = np.empty(x.shape, dtype)
+        gx = pool.empty(x.shape, dtype)
         gweight = gbias = None
         if weight is not None:
             gweight = np.empty(params_len, dtype)
@@ -647,7 +648,7 @@ class CBackend(NumpyBackend):
         x = _c_layout(x)
         weight = None if weight is None else _c_layout(weight)
         bias = None if bias is None else _c_layout(bias)
-        y = np.empty((r, d), dtype)
+        y = pool.empty((r, d), dtype)
         mean = np.empty(r, dtype)
         invstd = np.empty(r, dtype)
         kernel = _FUSED[dtype][op]

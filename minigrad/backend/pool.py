@@ -1,0 +1,98 @@
+"""Large kernel outputs come from a pool of arrays kept alive across steps.
+
+A fresh 4 KiB page costs microseconds to fault in, and glibc's malloc hands
+blocks of 128 KiB and more back to the operating system when they are freed, so
+a loop that makes the same large temporaries every step would pay for every
+page of them every step. The pool keeps those arrays instead. One is free for
+reuse when nothing but the pool refers to it: a Tensor wrapping it, a view of
+it, a value saved for backward, a name in user code, each holds a reference,
+and the reference count says so. Process-wide malloc settings stay untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from math import prod
+
+import numpy as np
+
+# Below this an allocation stays on malloc's heap and is cheap already.
+MIN_BYTES = 1 << 17
+
+
+def _refs_of_unused() -> int:
+    """The reference count an array has inside ``ArrayPool.empty``'s loop when
+    only the pool's list holds it, measured with the same loop, so that the
+    interpreter's own counting conventions do not matter."""
+    arrays = [np.empty(1)]
+    for a in arrays:
+        return sys.getrefcount(a)
+    raise AssertionError("unreachable")
+
+
+class ArrayPool:
+    """Arrays of one (shape, dtype) handed out again once nobody uses them."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._arrays: dict[tuple, list[np.ndarray]] = {}
+        self._ids: set[int] = set()
+        self._unused = _refs_of_unused()
+
+    def empty(self, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        """An uninitialized C-contiguous array, like ``np.empty(shape, dtype)``."""
+        nbytes = prod(shape) * dtype.itemsize
+        if nbytes < MIN_BYTES:
+            return np.empty(shape, dtype)
+        key = (shape, dtype)
+        arrays = self._arrays.get(key)
+        if arrays is None:
+            arrays = self._arrays[key] = []
+        for a in arrays:
+            if sys.getrefcount(a) <= self._unused:
+                return a
+        a = np.empty(shape, dtype)
+        if self.bytes + nbytes > self.max_bytes:
+            self.release_unused()
+            if self.bytes + nbytes > self.max_bytes:
+                return a  # over budget: an ordinary array, freed as usual
+        arrays.append(a)
+        self._ids.add(id(a))
+        self.bytes += nbytes
+        return a
+
+    def holds(self, array: np.ndarray) -> bool:
+        """Whether ``array`` is one of the pool's (the pool's list refers to it)."""
+        return id(array) in self._ids
+
+    def release_unused(self) -> None:
+        """Give every array nobody uses back to malloc."""
+        for key, arrays in list(self._arrays.items()):
+            kept = []
+            for a in arrays:
+                if sys.getrefcount(a) <= self._unused:
+                    self._ids.discard(id(a))
+                    self.bytes -= a.nbytes
+                else:
+                    kept.append(a)
+            if kept:
+                self._arrays[key] = kept
+            else:
+                del self._arrays[key]
+
+
+def _budget() -> int:
+    megabytes = os.environ.get("MINIGRAD_POOL_MB", "512")
+    try:
+        return max(0, int(megabytes)) << 20
+    except ValueError:
+        raise ValueError(
+            f"MINIGRAD_POOL_MB must be a whole number of MiB (0 turns the pool off), "
+            f"got {megabytes!r}"
+        ) from None
+
+
+POOL = ArrayPool(_budget())
+empty = POOL.empty
