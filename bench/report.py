@@ -84,7 +84,35 @@ def report(path: str) -> str:
             flops = entry["c"]["extra_info"].get("flops")
             row += f" {flops / ref / 1e9:.1f} | {flops / c / 1e9:.1f} |" if flops else " - | - |"
         lines.append(row)
+    lines += _bandwidth(groups)
     return "\n".join(lines) + "\n"
+
+
+def _bandwidth(groups: dict) -> list[str]:
+    """Memory bandwidth of each autograd activation against NumPy's own copy of
+    an array of the same size, measured in the same run."""
+    lines = []
+    for group in sorted(groups):
+        if not group.startswith("copy-") or "numpy" not in groups[group]:
+            continue
+        size = group.split("-", 1)[1]
+        copy = groups[group]["numpy"]
+        copy_rate = copy["extra_info"]["bytes"] / copy["stats"]["median"] / 1e9
+        lines += [
+            "",
+            f"Memory bandwidth at {size}, float32: NumPy's copy moves {copy_rate:.1f} GB/s. "
+            "An activation's forward and backward move at least five arrays:",
+            "",
+            "| activation | C (GB/s) | share of copy bandwidth |",
+            "|---|---:|---:|",
+        ]
+        for other in sorted(groups):
+            if other.endswith(f"_autograd-{size}") and "c" in groups[other]:
+                c = groups[other]["c"]
+                rate = c["extra_info"]["bytes"] / c["stats"]["median"] / 1e9
+                name = other.rsplit("_autograd", 1)[0]
+                lines.append(f"| {name} | {rate:.1f} | {rate / copy_rate:.0%} |")
+    return lines
 
 
 def _group_order(group: str) -> tuple:

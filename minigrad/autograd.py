@@ -223,8 +223,11 @@ class Function:
 
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Any:
+        # The hot path of every op: plain loops, no generators, no repeated
+        # attribute look-ups; a graph node is recorded only if some input needs
+        # a gradient.
         ctx = Context(cls)
-        grad_on = getattr(_local, "grad_enabled", True)  # is_grad_enabled(), inlined: hot path
+        grad_on = getattr(_local, "grad_enabled", True)  # is_grad_enabled(), inlined
         any_need = False
         arrays = []
         needs = []
@@ -247,7 +250,7 @@ class Function:
         if single:
             outputs = (raw if type(raw) is np.ndarray else _as_array(raw),)
         else:
-            outputs = tuple(_as_array(r) for r in raw)
+            outputs = tuple([_as_array(r) for r in raw])
         if anomaly and _non_finite(outputs) and not _non_finite(arrays):
             raise FloatingPointError(
                 f"{cls.__name__} produced NaN or Inf in its forward from finite inputs; "
@@ -260,23 +263,36 @@ class Function:
                 # a view shares its base's version counter (see _version_of_viewed)
                 version = _version_of_viewed(out, args) if out.base is not None else None
                 return Tensor._wrap(out, version=version)
-            return tuple(Tensor._wrap(o) for o in outputs)
+            return tuple([Tensor._wrap(o) for o in outputs])
 
         if ctx._saved:
             ctx._saved_versions = _versions_of_saved_inputs(ctx._saved, args)
-        ctx._edges = tuple(
-            _edge_to(arg) if need else None for arg, need in zip(args, needs, strict=True)
+        edges = []
+        input_meta = []
+        for arg, need in zip(args, needs, strict=True):
+            if need:
+                node = arg.grad_fn
+                edges.append(arg if node is None else (node, arg._output_nr))
+                data = arg._data
+                input_meta.append((data.shape, data.dtype))
+            else:
+                edges.append(None)
+                input_meta.append(None)
+        ctx._edges = tuple(edges)
+        ctx._input_meta = tuple(input_meta)
+        ctx._output_meta = tuple([(o.shape, o.dtype) for o in outputs])
+        if single:
+            out = outputs[0]
+            if out.dtype.kind == "f":
+                return Tensor._wrap(out, grad_fn=ctx, output_nr=0)
+            return Tensor._wrap(out)
+        wrap = Tensor._wrap
+        return tuple(
+            [
+                wrap(o, grad_fn=ctx, output_nr=i) if o.dtype.kind == "f" else wrap(o)
+                for i, o in enumerate(outputs)
+            ]
         )
-        ctx._input_meta = tuple(
-            (arg._data.shape, arg._data.dtype) if need else None
-            for arg, need in zip(args, needs, strict=True)
-        )
-        ctx._output_meta = tuple((o.shape, o.dtype) for o in outputs)
-        results = tuple(
-            Tensor._wrap(o, grad_fn=ctx, output_nr=i) if o.dtype.kind == "f" else Tensor._wrap(o)
-            for i, o in enumerate(outputs)
-        )
-        return results[0] if single else results
 
 
 def _root(array: np.ndarray) -> np.ndarray:
@@ -305,18 +321,15 @@ def _as_array(value: Any) -> np.ndarray:
 
 def _versions_of_saved_inputs(saved: tuple, args: tuple) -> tuple:
     """Note the version of every input tensor whose array forward saved."""
-    return tuple(
-        (arg._version, arg._version[0])
-        for arg in args
-        if isinstance(arg, Tensor) and any(item is arg._data for item in saved)
-    )
-
-
-def _edge_to(tensor: Tensor) -> Any:
-    """Where this input's gradient goes: its producer node, or the leaf itself."""
-    if tensor.grad_fn is None:
-        return tensor
-    return (tensor.grad_fn, tensor._output_nr)
+    versions = []
+    for arg in args:
+        if isinstance(arg, Tensor):
+            data = arg._data
+            for item in saved:
+                if item is data:
+                    versions.append((arg._version, arg._version[0]))
+                    break
+    return tuple(versions)
 
 
 # ---------------------------------------------------------------------------
@@ -501,11 +514,16 @@ def _backward_node(node: Context, output_grads: list, retain_graph: bool) -> tup
             f"{node.name()} returned {len(grads)} gradients but its forward took "
             f"{len(node._edges)} arguments"
         )
-    grads = tuple(
-        None if g is None or meta is None else _sum_to_shape(g, meta[0], meta[1], node, i)
-        # a Function may return fewer gradients than inputs: the rest are None
-        for i, (g, meta) in enumerate(zip(grads, node._input_meta, strict=False))
-    )
+    checked = []
+    # a Function may return fewer gradients than inputs: the rest are None
+    for i, (g, meta) in enumerate(zip(grads, node._input_meta, strict=False)):
+        if g is None or meta is None:
+            checked.append(None)
+        elif type(g) is np.ndarray and g.shape == meta[0] and g.dtype == meta[1]:
+            checked.append(g)  # the common case: already the input's shape and dtype
+        else:
+            checked.append(_sum_to_shape(g, meta[0], meta[1], node, i))
+    grads = tuple(checked)
     if _anomaly["enabled"] and _non_finite(grads) and not _non_finite(output_grads):
         where = _user_frame(node._stack) if node._stack else "  (created outside detect_anomaly)"
         raise FloatingPointError(

@@ -238,8 +238,13 @@ class Tensor:
                     f"this one has shape {self.shape}, so pass gradient= of that shape"
                 )
             grad = np.ones_like(self._data)
+        elif (
+            type(gradient) is Tensor
+            and gradient._data.dtype == self._data.dtype
+            and gradient._data.shape == self._data.shape
+        ):
+            grad = gradient._data  # no copy: backward only reads the gradient it is given
         else:
-            # no copy: backward only reads the gradient it is given
             grad = to_array(
                 gradient._data if isinstance(gradient, Tensor) else gradient,
                 self.dtype,

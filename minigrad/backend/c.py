@@ -374,6 +374,11 @@ class CBackend(NumpyBackend):
                 f"(a {a.shape}, trans_a={bool(trans_a)}; b {b.shape}, trans_b={bool(trans_b)}); "
                 "the inner dimensions must match"
             )
+        small = m * n * k < _GEMM_C_MIN_MACS
+        if small and out is None and bias is None and alpha == 1:
+            # Small products: a call is mostly fixed cost, and np.matmul's is
+            # lower than packing panels; this is the plain product, checked first.
+            return np.matmul(a.T if trans_a else a, b.T if trans_b else b)
         if bias is not None:
             bias = np.asarray(bias)
             if bias.shape != (n,):
@@ -389,12 +394,7 @@ class CBackend(NumpyBackend):
                 raise ValueError("gemm: out is read-only")
             if bias is not None and np.may_share_memory(out, bias):
                 bias = bias.copy()
-        if m * n * k < _GEMM_C_MIN_MACS:
-            # Small products: a call is mostly fixed cost, and np.matmul's is
-            # lower than packing panels; the plain product skips even the
-            # reference's keyword handling.
-            if out is None and bias is None and alpha == 1:
-                return np.matmul(a.T if trans_a else a, b.T if trans_b else b)
+        if small:
             return super().gemm(
                 a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out, bias=bias
             )
