@@ -168,3 +168,15 @@ def test_training_loop_reuses_its_large_buffers(backend):
     for _ in range(3):
         step()
     assert POOL.bytes == pooled
+
+
+def test_pool_budget_comes_from_the_environment(monkeypatch):
+    from minigrad.backend import pool
+
+    monkeypatch.setenv("MINIGRAD_POOL_MB", "0")
+    assert pool._budget() == 0
+    off = ArrayPool(pool._budget())
+    assert not off.holds(off.empty(BIG, F32))
+    monkeypatch.setenv("MINIGRAD_POOL_MB", "lots")
+    with pytest.warns(RuntimeWarning, match="MINIGRAD_POOL_MB"):
+        assert pool._budget() == pool.DEFAULT_MB << 20

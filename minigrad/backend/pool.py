@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from math import prod
 
 import numpy as np
@@ -83,15 +84,21 @@ class ArrayPool:
                 del self._arrays[key]
 
 
+DEFAULT_MB = 512
+
+
 def _budget() -> int:
-    megabytes = os.environ.get("MINIGRAD_POOL_MB", "512")
+    megabytes = os.environ.get("MINIGRAD_POOL_MB", str(DEFAULT_MB))
     try:
         return max(0, int(megabytes)) << 20
     except ValueError:
-        raise ValueError(
-            f"MINIGRAD_POOL_MB must be a whole number of MiB (0 turns the pool off), "
-            f"got {megabytes!r}"
-        ) from None
+        warnings.warn(
+            f"MINIGRAD_POOL_MB={megabytes!r} is not a whole number of MiB (0 turns the "
+            f"pool off); using {DEFAULT_MB}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return DEFAULT_MB << 20
 
 
 POOL = ArrayPool(_budget())
