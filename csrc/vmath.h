@@ -235,4 +235,84 @@ static inline double mg_tanh_f64(double x)
     return copysign(-m / (2.0 + m), x);
 }
 
+/* ---- erfc through erfcx, and the Gaussian ----------------------------------- */
+
+/*
+ * For a >= 0, erfc(a) = exp(-a^2) erfcx(a), where erfcx(a) = exp(a^2) erfc(a)
+ * is smooth and slowly varying: 1 at a = 0, about 1 / (a sqrt(pi)) for large
+ * a. Split this way, all of erfc's steep decay is in the exp factor, whose
+ * argument can be formed exactly (below), and erfcx is harmless to round
+ * into: |d ln erfcx / d ln a| <= 1, so a relative error d in a costs at most
+ * about d in erfcx. Negative arguments use erfc(-a) = 2 - erfc(a).
+ *
+ * erfcx on 0 <= a <= 28 is r * Q(t) with r = 1 / (a + 4) and
+ * t = (a - 4) r: the map a -> t takes [0, 28] to [-1, 0.75] and squeezes the
+ * long, gently curved tail, and Q(t) = (a + 4) erfcx(a) stays between 0.56
+ * and 4, so an absolute error in Q is a relative one of about the same size.
+ * One division, one polynomial, no branch and no table: the same code for
+ * every a, which is what lets the loop vectorize. Q has degree 22, fitted
+ * like the exp polynomials above (mpmath.chebyfit at 60 digits on
+ * [-1, 0.75]): with the coefficients rounded to double, the polynomial is
+ * within 7.9e-17 (relative) of (a + 4) erfcx(a); rounding in the
+ * evaluation adds a few ulp. Beyond a = 28 the polynomial is not fitted;
+ * callers clamp (erfc(27.3) is already below half the smallest subnormal).
+ */
+#define MG_ERFCX_MAX_ARG 28.0
+
+static inline double mg_erfcx_f64(double a)
+{
+    double r = 1.0 / (a + 4.0);
+    double t = (a - 4.0) * r;
+    double q = 9.084541771213907e-10;
+
+    q = q * t - 6.36903746253068e-10;
+    q = q * t - 1.5213206819950384e-08;
+    q = q * t + 3.3863100022513686e-09;
+    q = q * t + 1.2397022621920958e-07;
+    q = q * t - 7.900030007324783e-08;
+    q = q * t - 8.46291501725211e-07;
+    q = q * t + 1.4268525380407012e-06;
+    q = q * t + 4.694619976583313e-06;
+    q = q * t - 1.886213507131139e-05;
+    q = q * t - 3.635296646587849e-06;
+    q = q * t + 0.00017681319046764806;
+    q = q * t - 0.0004550526455639654;
+    q = q * t - 0.00028095893558087193;
+    q = q * t + 0.0061120556492774555;
+    q = q * t - 0.02637005333230321;
+    q = q * t + 0.07638151490987771;
+    q = q * t - 0.17401093724044453;
+    q = q * t + 0.33085158787798813;
+    q = q * t - 0.5408538313132201;
+    q = q * t + 0.7732087022652374;
+    q = q * t - 0.9765487290808821;
+    q = q * t + 1.095995661000491;
+    return r * q;
+}
+
+/*
+ * exp(-x^2 / 2) * 2^600 for |x| <= 39 (multiply by MG_EXP_F64_UNSCALE to
+ * get the Gaussian itself; see mg_exp_nonpos_scaled_f64 for why a caller
+ * may want to unscale last). Rounding x^2 would shift the exponent by up to
+ * x^2 / 2 * 2^-53, over 700 ulp at x = 39, so the square is kept exact as
+ * sq + sq_lo (Dekker's product: x splits into two halves of 26 bits whose
+ * products are exact) and the small part enters as the factor
+ * 1 - sq_lo / 2 = exp(-sq_lo / 2) to within 1e-26. Plain multiplies and
+ * subtractions rather than fma(), which is a libm call where the target has
+ * no FMA instruction (the generic path), and would stop the loop vectorizing
+ * there. For a float x, x * x is exact in double and sq_lo comes out 0.
+ */
+#define MG_SPLIT_F64 134217729.0 /* 2^27 + 1 */
+
+static inline double mg_gauss_scaled_f64(double x)
+{
+    double sq = x * x;
+    double c = x * MG_SPLIT_F64;
+    double hi = c - (c - x);
+    double lo = x - hi;
+    double sq_lo = ((hi * hi - sq) + 2.0 * hi * lo) + lo * lo;
+
+    return mg_exp_nonpos_scaled_f64(-0.5 * sq) * (1.0 - 0.5 * sq_lo);
+}
+
 #endif /* MINIGRAD_VMATH_H */
