@@ -253,9 +253,12 @@ static inline double mg_tanh_f64(double x)
  * every a, which is what lets the loop vectorize. Q has degree 22, fitted
  * like the exp polynomials above (mpmath.chebyfit at 60 digits on
  * [-1, 0.75]): with the coefficients rounded to double, the polynomial is
- * within 7.9e-17 (relative) of (a + 4) erfcx(a); rounding in the
- * evaluation adds a few ulp. Beyond a = 28 the polynomial is not fitted;
- * callers clamp (erfc(27.3) is already below half the smallest subnormal).
+ * within 7.9e-17 (relative) of (a + 4) erfcx(a). Rounding in the
+ * evaluation adds a few ulp: measured against mpmath on 6,000 points of
+ * [0, 27.6], mg_erfcx_f64 is within 5.9e-16 (relative; the worst near
+ * a = 0.15, where t is close to -1 and Horner's rounding errors decay
+ * slowly). Beyond a = 28 the polynomial is not fitted; callers clamp
+ * (erfc(27.3) is already below half the smallest subnormal).
  */
 #define MG_ERFCX_MAX_ARG 28.0
 
@@ -301,6 +304,8 @@ static inline double mg_erfcx_f64(double a)
  * subtractions rather than fma(), which is a libm call where the target has
  * no FMA instruction (the generic path), and would stop the loop vectorizing
  * there. For a float x, x * x is exact in double and sq_lo comes out 0.
+ * Measured within 2.9e-16 (relative) of mpmath on 6,000 points of
+ * [-39, 39] where the result is normal.
  */
 #define MG_SPLIT_F64 134217729.0 /* 2^27 + 1 */
 
