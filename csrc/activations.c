@@ -44,7 +44,7 @@
  * Phi(x) = T for x < 0 and 1 - T above, and T = g h with the Gaussian
  * g = exp(-x^2 / 2) and h = erfcx(|x| / sqrt(2)) / 2 (vmath.h). g is formed
  * from x itself with x^2 exact, so the steep factor sees no rounded
- * argument; rounding |x| / sqrt(2) changes h by about one ulp at most (the
+ * argument; rounding |x| / sqrt(2) changes h by at most about an ulp (the
  * far-tail trap of computing erfc(-x / sqrt(2)) directly, where that
  * rounding costs about x^2 ulp, does not arise). Then
  *
@@ -53,7 +53,7 @@
  *
  * Both sides are computed and one is selected: no branch, no libm call, so
  * the loops vectorize. g is kept scaled by 2^600 until the last multiply,
- * so a result in the subnormal range (x < -37.5 in double) is rounded once.
+ * so a result in the subnormal range (x < -37.6 in double) is rounded once.
  * Everything is in double; the float kernels convert x and round the result
  * once (a float x squared is exact in double): the vector holds half as
  * many lanes, but one code path serves both types and float's result is

@@ -244,12 +244,13 @@ static inline double mg_tanh_f64(double x)
  * a. Split this way, all of erfc's steep decay is in the exp factor, whose
  * argument can be formed exactly (below), and erfcx is harmless to round
  * into: |d ln erfcx / d ln a| <= 1, so a relative error d in a costs at most
- * about d in erfcx. Negative arguments use erfc(-a) = 2 - erfc(a).
+ * about d in erfcx. (Negative arguments follow from erfc(-a) = 2 - erfc(a);
+ * the exact GELU needs only a >= 0.)
  *
  * erfcx on 0 <= a <= 28 is r * Q(t) with r = 1 / (a + 4) and
  * t = (a - 4) r: the map a -> t takes [0, 28] to [-1, 0.75] and squeezes the
- * long, gently curved tail, and Q(t) = (a + 4) erfcx(a) stays between 0.56
- * and 4, so an absolute error in Q is a relative one of about the same size.
+ * long, gently curved tail, and Q(t) = (a + 4) erfcx(a) falls from 4 to
+ * 0.64, so an absolute error in Q is a relative one of about the same size.
  * One division, one polynomial, no branch and no table: the same code for
  * every a, which is what lets the loop vectorize. Q has degree 22, fitted
  * like the exp polynomials above (mpmath.chebyfit at 60 digits on
@@ -264,8 +265,6 @@ static inline double mg_tanh_f64(double x)
  * Beyond a = 28 the polynomial is not fitted; callers clamp (erfc(27.3) is
  * already below half the smallest subnormal).
  */
-#define MG_ERFCX_MAX_ARG 28.0
-
 static inline double mg_erfcx_f64(double a)
 {
     /* Q's coefficients, constant term first. */
@@ -317,16 +316,16 @@ static inline double mg_erfcx_f64(double a)
 /*
  * exp(-x^2 / 2) * 2^600 for |x| <= 39 (multiply by MG_EXP_F64_UNSCALE to
  * get the Gaussian itself; see mg_exp_nonpos_scaled_f64 for why a caller
- * may want to unscale last). Rounding x^2 would shift the exponent by up to
- * x^2 / 2 * 2^-53, over 700 ulp at x = 39, so the square is kept exact as
- * sq + sq_lo (Dekker's product: x splits into two halves of 26 bits whose
- * products are exact) and the small part enters as the factor
- * 1 - sq_lo / 2 = exp(-sq_lo / 2) to within 1e-26. Plain multiplies and
- * subtractions rather than fma(), which is a libm call where the target has
- * no FMA instruction (the generic path), and would stop the loop vectorizing
- * there. For a float x, x * x is exact in double and sq_lo comes out 0.
- * Measured within 2.9e-16 (relative) of mpmath on 6,000 points of
- * [-39, 39] where the result is normal.
+ * may want to unscale last). Rounding x^2 would shift the argument by up to
+ * x^2 / 2 * 2^-53, a relative error of several hundred ulp in the result at
+ * x = 39, so the square is kept exact as sq + sq_lo (Dekker's product: x
+ * splits into two halves of 26 bits whose products are exact) and the small
+ * part enters as the factor 1 - sq_lo / 2 = exp(-sq_lo / 2) to within
+ * 1e-26. Plain multiplies and subtractions rather than fma(), which is a
+ * libm call where the target has no FMA instruction (the generic path) and
+ * would stop the loop vectorizing there. For a float x, x * x is exact in
+ * double and sq_lo comes out 0. Measured within 2.9e-16 (relative) of
+ * mpmath on 6,000 points of [-39, 39] where the result is normal.
  */
 #define MG_SPLIT_F64 134217729.0 /* 2^27 + 1 */
 
