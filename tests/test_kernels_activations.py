@@ -508,8 +508,8 @@ def _from_mpf(values, dtype) -> np.ndarray:
 
 
 def _gelu_erf_parts(x: np.ndarray):
-    """(gelu, gelu', size of gelu's two terms) of x in extended precision;
-    NaN where x is NaN, and the limits at +-inf."""
+    """(gelu, gelu', |Phi| + |x phi|: the size of gelu''s two terms) of x in
+    extended precision; NaN where x is NaN, and the limits at +-inf."""
     key = (x.dtype.str, x.tobytes())
     if key not in _GELU_ERF_PARTS:
         _GELU_ERF_PARTS[key] = _gelu_erf_parts_uncached(x)
