@@ -13,11 +13,9 @@
  *    instruction set. No -ffast-math: results are bit-identical across the
  *    three, because vector IEEE add/mul/div/compare round exactly like the
  *    scalar ones, and in ISO C mode (-std=c11) GCC does not fuse a*b+c into
- *    an FMA behind our back (the fma() calls below are exact everywhere).
- *    A call into libm cannot be vectorized, so sigmoid, tanh and the tanh
- *    form of GELU use the exp and tanh of vmath.h, plain arithmetic that
- *    vectorizes like the rest. Only the exact GELU still calls libm (erfc
- *    and exp), one element at a time.
+ *    an FMA behind our back. A call into libm cannot be vectorized, so
+ *    sigmoid, tanh and both forms of GELU use the exp, tanh and erfcx of
+ *    vmath.h, plain arithmetic that vectorizes like the rest.
  * 3. A table per element type with one row of loop pointers per
  *    instruction set, indexed by mg_simd_level() (chosen once at run time).
  * 4. The public kernels: pick the row, split large arrays across OpenMP
@@ -37,45 +35,47 @@
 
 /* The constants as double literals; (T) rounds them once for float. */
 #define MG_SQRT1_2 0.70710678118654752440      /* 1 / sqrt(2) */
-#define MG_SQRT1_2_LO (-4.833646656726457e-17) /* 1 / sqrt(2) - (double)MG_SQRT1_2 */
-#define MG_2_SQRTPI 1.12837916709551257390     /* 2 / sqrt(pi) */
 #define MG_INV_SQRT_2PI 0.39894228040143267794 /* 1 / sqrt(2 pi) */
 #define MG_SQRT_2_PI 0.79788456080286535588    /* sqrt(2 / pi) */
 #define MG_GELU_KAPPA 0.044715
 
 /*
- * Exact GELU needs Phi(x) = erfc(-x / sqrt(2)) / 2 and the Gaussian
- * exp(-x^2 / 2) to stay accurate far into the left tail, where
- * relative errors in the argument get multiplied: erfc(v) and exp(-v^2) both
- * change by a factor of about 1 + 2 v^2 d for a relative change d in v, so
- * the rounding of x / sqrt(2) or x * x alone would cost about x^2 ulp (over
- * 1000 ulp at x = -37). Both helpers carry the rounding error of that
- * product (exactly, via fma) and apply it as a first-order correction.
- * They work in double; the float kernels call them too and round once at
- * the end, which also spares float the erfcf argument problem.
+ * Exact GELU: with the tail mass T = Phi(-|x|) = erfc(|x| / sqrt(2)) / 2,
+ * Phi(x) = T for x < 0 and 1 - T above, and T = g h with the Gaussian
+ * g = exp(-x^2 / 2) and h = erfcx(|x| / sqrt(2)) / 2 (vmath.h). g is formed
+ * from x itself with x^2 exact, so the steep factor sees no rounded
+ * argument; rounding |x| / sqrt(2) changes h by at most about an ulp (the
+ * far-tail trap of computing erfc(-x / sqrt(2)) directly, where that
+ * rounding costs about x^2 ulp, does not arise). Then
+ *
+ *   x < 0:  gelu = x h g,   gelu' = T + x phi = (h + x / sqrt(2 pi)) g
+ *   x >= 0: gelu = x (1 - h g),   gelu' = 1 + (x / sqrt(2 pi) - h) g
+ *
+ * Both sides are computed and one is selected: no branch, no libm call, so
+ * the loops vectorize. g is kept scaled by 2^600 until the last multiply,
+ * so a result in the subnormal range (x < -37.6 in double) is rounded once.
+ * Everything is in double; the float kernels convert x and round the result
+ * once (a float x squared is exact in double): the vector holds half as
+ * many lanes, but one code path serves both types and float's result is
+ * correctly rounded but for rare near-ties.
+ *
+ * Accuracy, checked by tests/test_kernels_activations.py on every code path
+ * against mpmath over a dense grid of [-40, 10], random points and bit
+ * patterns, every binary exponent and the special values: relative error
+ * below 1e-6 for float (measured 5.9e-8 forward, 6.0e-8 backward: half an
+ * ulp) and 1e-13 for double (measured 8.0e-16 forward, 7.1e-16 backward),
+ * the backward's relative to the size of its two terms, |Phi| + |x phi|.
+ * Where the result is subnormal (below about -13.1 in float, -37.6 in
+ * double) the absolute error is at most 0.5 subnormal ulp in float and 1.3
+ * in double, where the few-ulp error of the normal range is still worth
+ * about one subnormal ulp just below the smallest normal number; then
+ * -0.0, never NaN. Limits: gelu(-inf) = 0, gelu(inf) = inf, gelu'(-inf) = 0,
+ * gelu'(inf) = 1; gelu(-0) = -0; NaN gives NaN.
  */
 
-/* exp(-x^2 / 2) to a few ulp: x * x = sq + sq_lo exactly. */
-static inline double gaussian(double x)
-{
-    double sq = x * x;
-    double sq_lo = fma(x, x, -sq);
-
-    return exp(-0.5 * sq) * (1.0 - 0.5 * sq_lo);
-}
-
-/* Phi(x) to a few ulp, given gaussian(x): with -x / sqrt(2) = v + v_lo,
- * erfc(v + v_lo) = erfc(v) - 2 / sqrt(pi) * exp(-v^2) * v_lo to first order. */
-static inline double normal_cdf(double x, double gauss)
-{
-    double v = -x * MG_SQRT1_2;
-    double v_lo = fma(-x, MG_SQRT1_2, -v) - x * MG_SQRT1_2_LO;
-
-    return 0.5 * (erfc(v) - MG_2_SQRTPI * gauss * v_lo);
-}
-
 /* Beyond |x| = 39, Phi(x) is exactly 0 or 1 in double and exp(-x^2 / 2)
- * exactly 0, so evaluating them at the clamped x changes no result and keeps
+ * exactly 0, so evaluating them at the clamped x changes no result, keeps
+ * erfcx's argument (27.6 at most) inside its fitted range and keeps
  * x = +-inf from turning into inf * 0 = NaN: the kernels give the limits,
  * gelu(-inf) = 0 and gelu'(-inf) = 0, gelu'(+inf) = 1. NaN passes through. */
 static inline double gelu_erf_clamp(double x)
@@ -83,23 +83,38 @@ static inline double gelu_erf_clamp(double x)
     return x < -39.0 ? -39.0 : (x > 39.0 ? 39.0 : x);
 }
 
+/* erfcx(|x| / sqrt(2)) / 2, the tail mass Phi(-|x|) over exp(-x^2 / 2). */
+static inline double gelu_erf_tail_ratio(double xc)
+{
+    return 0.5 * mg_erfcx_f64(fabs(xc) * MG_SQRT1_2);
+}
+
 static inline double gelu_erf_double(double x)
 {
     double xc = gelu_erf_clamp(x);
-    double cdf = normal_cdf(xc, gaussian(xc));
-
+    double big_g = mg_gauss_scaled_f64(xc);
+    double tail = gelu_erf_tail_ratio(xc) * big_g; /* Phi(-|x|) * 2^600 */
     /* x itself where Phi is exactly 1, so that gelu(+inf) = inf; below -39,
-     * xc * 0 = -0 where x * 0 would be NaN for x = -inf. */
-    return (x < -39.0 ? xc : x) * cdf;
+     * xc times a vanishing tail gives -0 where x = -inf would make NaN. */
+    double xs = x < -39.0 ? xc : x;
+    double neg = xs * tail * MG_EXP_F64_UNSCALE;
+    double pos = xs * (1.0 - tail * MG_EXP_F64_UNSCALE);
+
+    return x < 0 ? neg : pos;
 }
 
-/* gelu'(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi). */
+/* gelu'(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi). For
+ * x < 0 the two terms cancel near x = -0.75, the derivative's zero. */
 static inline double gelu_erf_slope_double(double x)
 {
     double xc = gelu_erf_clamp(x);
-    double gauss = gaussian(xc);
+    double big_g = mg_gauss_scaled_f64(xc);
+    double h = gelu_erf_tail_ratio(xc);
+    double q = xc * MG_INV_SQRT_2PI;
+    double neg = (h + q) * big_g * MG_EXP_F64_UNSCALE;
+    double pos = 1.0 + (q - h) * big_g * MG_EXP_F64_UNSCALE;
 
-    return normal_cdf(xc, gauss) + gauss * xc * MG_INV_SQRT_2PI;
+    return x < 0 ? neg : pos;
 }
 
 /* The tanh form is PyTorch's formula in the element type itself, with one

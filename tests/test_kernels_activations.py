@@ -17,10 +17,13 @@ Accuracy over the whole range: sigmoid, tanh and the tanh-form GELU (forward
 and backward) against float64 (for float32) or long double (for float64)
 evaluations, on every exponent from the smallest subnormal to the largest
 finite number with several mantissas each, both signs, a dense sweep of the
-range where the functions bend, and the special values; on every SIMD path
-(the forced-ISA children). The bounds are those stated in
-csrc/activations.c: relative error 1e-6 (float32) and 1e-13 (float64) where
-the result is normal, one subnormal ulp where it is subnormal.
+range where the functions bend, and the special values; the exact GELU
+(forward and backward) likewise against mpmath, on a dense grid over
+[-40, 10], random points and bit patterns, every exponent and the special
+values; on every SIMD path (the forced-ISA children). The bounds are those
+stated in csrc/activations.c: relative error 1e-6 (float32) and 1e-13
+(float64) where the result is normal, one subnormal ulp where it is
+subnormal (for the exact GELU, the larger of that and the relative bound).
 
 The extension must be built (``pip install -e .``); set MINIGRAD_ALLOW_NO_C=1
 to skip this file instead where no compiler is available.
@@ -430,17 +433,129 @@ def _gelu_tanh_forward_reference(x):
     return want, np.abs(want)
 
 
+def gelu_erf_sweep(dtype) -> np.ndarray:
+    """x for the exact GELU: a dense grid over [-40, 10], where Phi goes from
+    below the subnormals to 1, random points there and random bit patterns
+    (any finite value), every binary exponent with three mantissas, both
+    signs, and the special values. Smaller than ``accuracy_sweep``: each
+    point costs an mpmath erfc."""
+    info = np.finfo(dtype)
+    rng = np.random.default_rng(1234)
+    uint = np.uint32 if np.dtype(dtype) == np.float32 else np.uint64
+    bits = rng.integers(0, np.iinfo(uint).max, 2000, dtype=uint, endpoint=True).view(dtype)
+    exponents = np.arange(info.minexp - info.nmant, info.maxexp)
+    mantissas = np.array([1.0, 1.375, 2.0 - 2.0**-info.nmant])
+    with np.errstate(over="ignore"):
+        grid = np.ldexp(mantissas[None, :], exponents[:, None]).ravel().astype(dtype)
+    grid = grid[np.isfinite(grid)]
+    t = np.dtype(dtype).type
+    # 39: where the kernels clamp x; 37.5: near where float64's gelu turns subnormal.
+    special = [0.0, np.inf, info.max, info.tiny, info.smallest_subnormal, 0.7518, 37.5, 39.0]
+    special = np.array([*special, np.nextafter(t(39), t(40)), 39.5], dtype=dtype)
+    return np.concatenate(
+        [
+            np.linspace(-40.0, 10.0, 20001).astype(dtype),
+            rng.uniform(-40.0, 10.0, 8000).astype(dtype),
+            bits[np.isfinite(bits)],
+            grid,
+            -grid,
+            special,
+            -special,
+            np.array([np.nan], dtype=dtype),
+        ]
+    )
+
+
+# x -> (gelu(x), gelu'(x), |Phi(x)| + |x phi(x)|) as mpmath numbers, and
+# whole sweeps -> their arrays: a sweep is judged on the best path and again
+# on every forced one.
+_GELU_ERF_EXACT: dict = {}
+_GELU_ERF_PARTS: dict = {}
+
+
+def _gelu_erf_exact(v: float):
+    mpmath = pytest.importorskip("mpmath")
+    if v not in _GELU_ERF_EXACT:
+        x = mpmath.mpf(v)
+        if v > 40:  # Phi(x) = 1 - Phi(-x) with Phi(-x) < 1e-348: y = x, y' = 1
+            out = (x, mpmath.mpf(1), mpmath.mpf(1))
+        elif v < -40:  # |y| and |y'| below 1e-345, far under any subnormal
+            out = (mpmath.mpf(0), mpmath.mpf(0), mpmath.mpf(0))
+        else:
+            with mpmath.workdps(30):
+                cdf = mpmath.erfc(-x / mpmath.sqrt(2)) / 2
+                x_pdf = x * mpmath.npdf(x)
+                out = (x * cdf, cdf + x_pdf, cdf + abs(x_pdf))
+        _GELU_ERF_EXACT[v] = out
+    return _GELU_ERF_EXACT[v]
+
+
+def _from_mpf(values, dtype) -> np.ndarray:
+    """mpmath numbers as dtype's extended type, rounded once (long double
+    through a two-double split of the mantissa, scaled back exactly)."""
+    ext = _extended(dtype)
+    if ext == np.float64:
+        return np.array([float(v) for v in values], dtype=np.float64)
+    import mpmath
+
+    out = np.empty(len(values), dtype=ext)
+    for i, v in enumerate(values):
+        mantissa, exponent = mpmath.frexp(v)
+        hi = float(mantissa)
+        lo = float(mantissa - hi)
+        out[i] = np.ldexp(ext(hi) + ext(lo), int(exponent))
+    return out
+
+
+def _gelu_erf_parts(x: np.ndarray):
+    """(gelu, gelu', |Phi| + |x phi|: the size of gelu''s two terms) of x in
+    extended precision; NaN where x is NaN, and the limits at +-inf."""
+    key = (x.dtype.str, x.tobytes())
+    if key not in _GELU_ERF_PARTS:
+        _GELU_ERF_PARTS[key] = _gelu_erf_parts_uncached(x)
+    return _GELU_ERF_PARTS[key]
+
+
+def _gelu_erf_parts_uncached(x: np.ndarray):
+    finite = np.isfinite(x)
+    exact = [_gelu_erf_exact(float(v)) for v in x[finite]]
+    ext = _extended(x.dtype)
+    parts = []
+    for k in range(3):
+        out = np.full(x.shape, np.nan, dtype=ext)
+        out[finite] = _from_mpf([e[k] for e in exact], x.dtype)
+        parts.append(out)
+    y, slope, size = parts
+    y[x == np.inf], y[x == -np.inf] = np.inf, 0.0
+    slope[x == np.inf], slope[x == -np.inf] = 1.0, 0.0
+    size[np.isinf(x)] = slope[np.isinf(x)]
+    return y, slope, size
+
+
+def _gelu_erf_forward_reference(x):
+    y, _, _ = _gelu_erf_parts(x)
+    return y, np.abs(y)
+
+
+def _gelu_erf_grad_reference(x):
+    _, slope, size = _gelu_erf_parts(x)
+    return slope, size
+
+
 class Accuracy(NamedTuple):
     """A kernel judged over the whole range.
 
     ``reference(x)`` gives the wanted values in extended precision and the
-    size each error is relative to: |want|, or for the GELU slope the size
-    of its two terms, which cancel near x = -0.75.
+    size each error is relative to: |want|, or for the GELU slopes the size
+    of their two terms, which cancel near x = -0.75. ``sweep(dtype)`` gives
+    the x.
     """
 
     name: str
     kernel: Callable
     reference: Callable
+    sweep: Callable = accuracy_sweep
+    relative_in_subnormals: bool = False
 
 
 ACCURACY = [
@@ -452,13 +567,30 @@ ACCURACY = [
         lambda x: C.gelu_backward(np.ones_like(x), x, "tanh"),
         gelu_tanh_grad_reference,
     ),
+    Accuracy(
+        "gelu",
+        lambda x: C.gelu_forward(x),
+        _gelu_erf_forward_reference,
+        gelu_erf_sweep,
+        relative_in_subnormals=True,
+    ),
+    Accuracy(
+        "gelu_grad",
+        lambda x: C.gelu_backward(np.ones_like(x), x),
+        _gelu_erf_grad_reference,
+        gelu_erf_sweep,
+        relative_in_subnormals=True,
+    ),
 ]
 
 
-def assert_accurate(got, want, size, *, what: str) -> None:
+def assert_accurate(got, want, size, *, what: str, relative_in_subnormals=False) -> None:
     """Relative error <= RTOL where the result is normal, else <= 1 subnormal ulp.
 
-    NaN exactly where want is NaN, infinities exactly equal.
+    With ``relative_in_subnormals``, a subnormal result may also be off by up
+    to RTOL times its size, as a normal one may: for a function computed to
+    a few ulp, that is more than one subnormal ulp just below the smallest
+    normal number. NaN exactly where want is NaN, infinities exactly equal.
     """
     dtype = got.dtype
     info = np.finfo(dtype)
@@ -481,9 +613,14 @@ def assert_accurate(got, want, size, *, what: str) -> None:
             f"got {g[normal][i]!r}, want {w[normal][i]!r}"
         )
     tiny_err = x_err[~normal]
+    tiny_bound = np.full(tiny_err.shape, info.smallest_subnormal, dtype=want.dtype)
+    if relative_in_subnormals:
+        tiny_bound = np.maximum(tiny_bound, rtol * size[~normal])
     if tiny_err.size:
-        assert tiny_err.max() <= info.smallest_subnormal, (
-            f"{what}: error {float(tiny_err.max()):.3g} in the subnormals, above one ulp"
+        i = int(np.argmax(tiny_err / tiny_bound))
+        assert tiny_err[i] <= tiny_bound[i], (
+            f"{what}: error {float(tiny_err[i]):.3g} in the subnormals, above "
+            f"{float(tiny_bound[i]):.3g}: got {g[~normal][i]!r}, want {w[~normal][i]!r}"
         )
 
 
@@ -492,11 +629,17 @@ def assert_accurate(got, want, size, *, what: str) -> None:
 def test_accuracy_whole_range(acc, dtype):
     if dtype == np.float64 and np.finfo(np.longdouble).nmant < 63:
         pytest.skip("long double is not the x87 80-bit type here; no float64 reference")
-    x = accuracy_sweep(dtype)
+    x = acc.sweep(dtype)
     with np.errstate(all="ignore"):
         got = acc.kernel(x)
         want, size = acc.reference(x)
-    assert_accurate(got, want, size, what=f"{acc.name} {np.dtype(dtype).name}")
+    assert_accurate(
+        got,
+        want,
+        size,
+        what=f"{acc.name} {np.dtype(dtype).name}",
+        relative_in_subnormals=acc.relative_in_subnormals,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -530,6 +673,25 @@ def test_exact_values(dtype):
     with np.errstate(all="raise"):  # NumPy-side checks only; C raises no flags to NumPy
         np.testing.assert_array_equal(C.sigmoid_forward(big), [t(1), t(0)])
         np.testing.assert_array_equal(C.tanh_forward(big), [t(1), t(-1)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_gelu_exact_limits(dtype):
+    info = np.finfo(dtype)
+    x = np.array([-np.inf, np.inf, -info.max, info.max, -0.0, 0.0, np.nan], dtype=dtype)
+    y = C.gelu_forward(x)
+    slope = C.gelu_backward(np.ones_like(x), x)
+    np.testing.assert_array_equal(y[:6], [0.0, np.inf, 0.0, info.max, 0.0, 0.0])
+    np.testing.assert_array_equal(slope[:6], [0.0, 1.0, 0.0, 1.0, 0.5, 0.5])
+    assert np.isnan(y[6]) and np.isnan(slope[6])
+    assert list(np.signbit(y[4:6])) == [True, False]  # gelu(-0) = -0
+    # The left tail underflows through the subnormals to -0, never to NaN.
+    start, stop = (-13.0, -16.0) if dtype == np.float32 else (-37.0, -40.0)
+    tail = np.linspace(start, stop, 3001, dtype=dtype)
+    for got in (C.gelu_forward(tail), C.gelu_backward(np.ones_like(tail), tail)):
+        assert (got <= 0).all() and (np.diff(got) >= 0).all()  # no NaN; rises to -0
+        assert got[0] < -info.tiny and got[-1] == 0 and np.signbit(got[-1])
+        assert ((got > -info.tiny) & (got < 0)).any()  # passes through the subnormals
 
 
 def test_extended_references_against_mpmath():
@@ -803,7 +965,8 @@ _CHILD = textwrap.dedent(
     for acc in ACCURACY:
         for key in ("f32", "f64"):
             with np.errstate(all="ignore"):
-                out["accuracy_" + acc.name + "_" + key] = acc.kernel(inputs["sweep_" + key])
+                x = inputs["sweep_" + acc.name + "_" + key]
+                out["accuracy_" + acc.name + "_" + key] = acc.kernel(x)
     np.savez(sys.argv[2], **out)
     print(lib.mg_simd_level())
     """
@@ -822,7 +985,8 @@ def _isa_inputs() -> dict:
         for op in OPS:
             with np.errstate(all="ignore"):
                 arrays[op.name + "_y_" + key] = op.forward(VALUE_REF, x)
-        arrays["sweep_" + key] = accuracy_sweep(dtype)
+        for acc in ACCURACY:
+            arrays["sweep_" + acc.name + "_" + key] = acc.sweep(dtype)
     return arrays
 
 
@@ -892,11 +1056,12 @@ def test_force_isa_selects_path(isa, tmp_path, isa_inputs, best_path_results):
     # The whole-range accuracy bounds hold on this path too.
     for acc in ACCURACY:
         for key in ("f32", "f64"):
-            x = isa_inputs["sweep_" + key]
+            x = isa_inputs["sweep_" + acc.name + "_" + key]
             assert_accurate(
                 results["accuracy_" + acc.name + "_" + key],
                 *acc.reference(x),
                 what=f"{acc.name} {key} on {isa}",
+                relative_in_subnormals=acc.relative_in_subnormals,
             )
 
     # No -ffast-math and no FMA contraction: every path rounds identically, so
