@@ -64,3 +64,75 @@ def test_norm(benchmark, kernel, backend, arrays):
         }
     )
     benchmark(KERNELS[kernel], BACKENDS[backend], x, gy, w, bias, running_mean, running_var)
+
+
+# -- through the public API, autograd included ----------------------------------
+
+
+def _api_step(impl: str, kernel: str, x: np.ndarray, gy: np.ndarray):
+    """One forward and backward as user code writes it: minigrad on the C
+    backend, or PyTorch's autograd; the NumPy entry is the reference's two
+    functions called directly (no graph: NumPy's best case)."""
+    features = x.shape[1]
+    if impl == "numpy":
+        w, bias = np.ones(features, DTYPE), np.zeros(features, DTYPE)
+        rm, rv = np.zeros(features, DTYPE), np.ones(features, DTYPE)
+        return lambda: KERNELS[kernel](BACKENDS["numpy"], x, gy, w, bias, rm, rv)
+    if impl == "torch":
+        torch = pytest.importorskip("torch")
+        torch.set_num_threads(get_num_threads())
+        F = torch.nn.functional
+        xt = torch.from_numpy(x.copy()).requires_grad_()
+        gt = torch.from_numpy(gy)
+        w = torch.ones(features, requires_grad=True)
+        bias = torch.zeros(features, requires_grad=True)
+        rm, rv = torch.zeros(features), torch.ones(features)
+    else:
+        import minigrad as torch  # the same names, on purpose
+        from minigrad.nn import functional as F
+
+        xt = torch.tensor(x, requires_grad=True)
+        gt = torch.tensor(gy)
+        w = torch.ones(features, requires_grad=True)
+        bias = torch.zeros(features, requires_grad=True)
+        rm, rv = torch.zeros(features), torch.ones(features)
+
+    def step():
+        xt.grad = w.grad = bias.grad = None
+        if kernel == "batch_norm_train_fwd_bwd":
+            y = F.batch_norm(xt, rm, rv, w, bias, training=True, momentum=0.1, eps=EPS)
+        else:
+            y = F.layer_norm(xt, (features,), w, bias, EPS)
+        y.backward(gt)
+
+    return step
+
+
+@pytest.mark.parametrize("impl", ["c", "numpy", "torch"])
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_norm_autograd(benchmark, kernel, impl, arrays):
+    import minigrad as mg
+
+    shape, x, gy = arrays
+    previous = mg.get_backend()
+    if impl == "c":
+        if "c" not in mg.backend._BACKENDS:
+            pytest.skip("the C backend is not built")
+        mg.set_backend("c")
+    step = _api_step(impl, kernel, x, gy)
+    name = kernel.replace("_train_fwd_bwd", "").replace("_fwd_bwd", "")
+    benchmark.group = f"{name}_autograd-{shape[0]}x{shape[1]}"
+    benchmark.extra_info.update(
+        {
+            "backend": impl,
+            "shape": list(shape),
+            "dtype": np.dtype(DTYPE).name,
+            "elements": x.size,
+            "bytes": 4 * x.nbytes,
+            "threads": get_num_threads() if impl != "numpy" else 1,
+        }
+    )
+    try:
+        benchmark(step)
+    finally:
+        mg.set_backend(previous)
