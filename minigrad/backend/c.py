@@ -132,6 +132,8 @@ _POINTER_ARRAYS = {
 _STATS_ARRAY = ffi.typeof("mg_tensor_stats[]")
 _DOUBLES = ffi.typeof("double[]")
 _COUNTS = ffi.typeof("unsigned long long[]")
+_COUNT_PTR = ffi.typeof("unsigned long long *")
+_SIZES = ffi.typeof("size_t[]")
 
 
 class _Gemm(NamedTuple):
@@ -321,10 +323,10 @@ def _buffers(dtype, arrays):
     """(pointer array, lengths, views) for a list kernel; None entries go as NULL
     with length 0. The views (which hold the arrays' buffers) must stay
     referenced until C returns."""
-    ctype = _CTYPES[dtype]
-    arrays = [None if a is None else _c_layout(a) for a in arrays]
-    views = [ffi.NULL if a is None else ffi.from_buffer(ctype, a) for a in arrays]
-    lens = ffi.new("size_t[]", [0 if a is None else a.size for a in arrays])
+    ctype, null, from_buffer = _CTYPES[dtype], ffi.NULL, ffi.from_buffer
+    arrays = [a if a is None else _c_layout(a) for a in arrays]
+    views = [null if a is None else from_buffer(ctype, a) for a in arrays]
+    lens = ffi.new(_SIZES, [0 if a is None else a.size for a in arrays])
     return ffi.new(_POINTER_ARRAYS[dtype], views), lens, views
 
 
@@ -913,23 +915,26 @@ class CBackend(NumpyBackend):
         )
 
     def unit_stats(self, out, x, units, threshold=np.inf, center=0.0):
+        # Called once per layer per training step: kept to the bare path.
         check_unit_stats_args(out, x, units)
-        if x.dtype not in _FUSED:
+        kernels = _FUSED.get(x.dtype)
+        if kernels is None:
             return super().unit_stats(out, x, units, threshold, center)
         x = _c_layout(x)
-        dead = ffi.new("unsigned long long *")
-        kernel = _FUSED[x.dtype]["unit_stats"]
+        dead = ffi.new(_COUNT_PTR)
+        kernel = kernels["unit_stats"]
         status = kernel(
             x.size // units if units else 0,
             units,
-            _ptr_out(_STATS_ARRAY, out),
+            ffi.from_buffer(_STATS_ARRAY, out, require_writable=True),
             dead,
             ffi.from_buffer(_CTYPES[x.dtype], x),
-            float(threshold),
-            float(center),
+            threshold,
+            center,
         )
-        _check_status(kernel, status)
-        return int(dead[0])
+        if status:
+            raise _kernel_failed(kernel, status)
+        return dead[0]
 
     def histogram_stats(self, out, hist, arrays):
         check_histogram_args(out, hist, arrays)

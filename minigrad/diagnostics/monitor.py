@@ -100,19 +100,22 @@ class _Rows:
         self._layout = {
             "step": ((), np.int64, 0),
             "grad": ((n_params,), STATS_DTYPE, 0),
-            "has_grad": ((n_params,), np.bool_, False),
             "hist": ((n_params, _BINS), np.uint64, 0),
             "weight": ((n_params, 2), np.float64, 0.0),  # sum and sum of squares
             "change": ((n_params, 2), np.float64, math.nan),  # NaN until measured
             "act": ((n_acts,), STATS_DTYPE, 0),
-            "act_seen": ((n_acts,), np.bool_, False),
-            "act_dead": ((n_acts,), np.int64, 0),
-            "act_units": ((n_acts,), np.int64, 0),
             "clip": ((3,), np.float64, math.nan),  # total norm, max norm, coefficient
         }
-        # per row: the parameters' shapes and sizes (lists shared by the rows)
+        # Per row, small Python lists (appending one costs less than writing an
+        # array row): the parameters' shapes and sizes (shared by the rows until
+        # they change), which have a gradient, and per activation whether it was
+        # recorded, its dead units and its units.
         self.shapes: list[list] = []
         self.sizes: list[list] = []
+        self.has_grad: list[list[bool]] = []
+        self.act_seen: list[list[bool]] = []
+        self.act_dead: list[list[int]] = []
+        self.act_units: list[list[int]] = []
         self._grow(16)
 
     def _grow(self, capacity: int) -> None:
@@ -276,12 +279,11 @@ class GradientMonitor:
         if row is not None:
             grads = [None if p.grad is None else p.grad._data for p in self._tensors]
             backend.active.histogram_stats(rows.grad[row], rows.hist[row], grads)
-            rows.has_grad[row] = [g is not None for g in grads]
-            if any(self._act_seen):
-                rows.act[row] = self._act_stats
-                rows.act_seen[row] = self._act_seen
-                rows.act_dead[row] = self._act_dead
-                rows.act_units[row] = self._act_units
+            rows.has_grad.append([g is not None for g in grads])
+            rows.act[row] = self._act_stats
+            rows.act_seen.append(self._act_seen)
+            rows.act_dead.append(self._act_dead[:])
+            rows.act_units.append(self._act_units[:])
         self._pending = row
         self._act_seen = [False] * len(self._acts)
         self._recording = self.steps % self.every == 0
@@ -359,7 +361,7 @@ class GradientMonitor:
         params: dict[str, dict[str, Any]] = {}
         layers: dict[str, dict[str, Any]] = {}
         grads, weights = rows.grad[row].tolist(), rows.weight[row].tolist()
-        has_grad, hists = rows.has_grad[row].tolist(), rows.hist[row].tolist()
+        has_grad, hists = rows.has_grad[row], rows.hist[row].tolist()
         shapes, sizes = rows.shapes[row], rows.sizes[row]
         total_sumsq = 0.0
         for i, (name, layer, _) in enumerate(self._params):
@@ -446,7 +448,7 @@ class GradientMonitor:
 
     def _activations(self, row: int) -> dict[str, dict[str, Any]]:
         rows = self._rows
-        seen = rows.act_seen[row].tolist()
+        seen = rows.act_seen[row]
         stats, dead, units = rows.act[row].tolist(), rows.act_dead[row], rows.act_units[row]
         found: dict[str, dict[str, Any]] = {}
         for j, (name, kind, is_relu, saturates) in enumerate(self._acts):
@@ -465,7 +467,7 @@ class GradientMonitor:
             if saturates:
                 act["saturated"] = n_above / count if count else 0.0
             if is_relu:
-                act["dead"] = int(dead[j]) / int(units[j]) if units[j] else 0.0
+                act["dead"] = dead[j] / units[j] if units[j] else 0.0
             found[name] = act
         return found
 
