@@ -5,7 +5,9 @@
 
 Each benchmark group holds one kernel at one size on every backend, measured
 in the same run; the table shows the medians and the NumPy/C ratio (above 1
-means C is faster).
+means C is faster). Benchmarks that name a ``variant`` (bench_monitor.py: a
+training step plain and with a GradientMonitor) get a table of their own,
+each variant against the group's first one.
 """
 
 from __future__ import annotations
@@ -37,8 +39,12 @@ def report(path: str) -> str:
     with open(path) as f:
         data = json.load(f)
     groups: dict[str, dict[str, dict]] = defaultdict(dict)
+    variants: dict[str, list[dict]] = defaultdict(list)
     for bench in data["benchmarks"]:
-        groups[bench["group"]][bench["extra_info"]["backend"]] = bench
+        if "variant" in bench["extra_info"]:
+            variants[bench["group"]].append(bench)
+        else:
+            groups[bench["group"]][bench["extra_info"]["backend"]] = bench
     threads = {
         b["extra_info"].get("threads")
         for b in data["benchmarks"]
@@ -85,7 +91,29 @@ def report(path: str) -> str:
             row += f" {flops / ref / 1e9:.1f} | {flops / c / 1e9:.1f} |" if flops else " - | - |"
         lines.append(row)
     lines += _bandwidth(groups)
+    for group, benches in sorted(variants.items()):
+        lines += _variant_table(group, benches)
     return "\n".join(lines) + "\n"
+
+
+def _variant_table(group: str, benches: list[dict]) -> list[str]:
+    """One row per variant: its median and how much more than the first variant's."""
+    base = benches[0]["stats"]["median"]
+    lines = [
+        "",
+        f"{group} ({benches[0]['extra_info'].get('backend', '?')} backend), "
+        "medians in microseconds, measured in the same run:",
+        "",
+        f"| variant | median (us) | vs {benches[0]['extra_info']['variant']} |",
+        "|---|---:|---:|",
+    ]
+    for bench in benches:
+        median = bench["stats"]["median"]
+        lines.append(
+            f"| {bench['extra_info']['variant']} | {_microseconds(median)} | "
+            f"{100 * (median / base - 1):+.1f}% |"
+        )
+    return lines
 
 
 def _bandwidth(groups: dict) -> list[str]:

@@ -32,16 +32,19 @@
 
 /* The three copies of a set of loops, DEFINE(T, S, ISA, TARGET) for one
  * element type, and a table of one loop's copies indexed by mg_simd_level()
- * (which never exceeds what was compiled here). */
+ * (which never exceeds what was compiled here); MG_ISA_ROWS makes such a
+ * table of structs, ROW(S, ISA) giving one instruction set's row. */
 #if MG_X86_PATHS
 #define MG_FOR_EACH_ISA(DEFINE, T, S)                                                    \
     DEFINE(T, S, generic, MG_NO_TARGET)                                                  \
     DEFINE(T, S, avx2, MG_TARGET_AVX2)                                                   \
     DEFINE(T, S, avx512, MG_TARGET_AVX512)
 #define MG_ISA_TABLE(NAME) {NAME##_generic, NAME##_avx2, NAME##_avx512}
+#define MG_ISA_ROWS(ROW, S) {ROW(S, generic), ROW(S, avx2), ROW(S, avx512)}
 #else
 #define MG_FOR_EACH_ISA(DEFINE, T, S) DEFINE(T, S, generic, MG_NO_TARGET)
 #define MG_ISA_TABLE(NAME) {NAME##_generic}
+#define MG_ISA_ROWS(ROW, S) {ROW(S, generic)}
 #endif
 
 /* Reductions along a contiguous run keep this many partial sums, one per

@@ -13,14 +13,15 @@
  * never alias inputs. Kernels check nothing that Python already checked, but
  * never touch memory outside the n elements they are given (n == 0 is fine).
  * Every kernel returns an int status: MG_OK (0) on success, MG_ERR_NOMEM
- * when it could not allocate its scratch space.
+ * when it could not allocate its scratch space, MG_ERR_RANGE when an
+ * argument is outside a range stated below (Python checks first).
  */
 #ifndef MINIGRAD_H
 #define MINIGRAD_H
 
 #include <stddef.h>
 
-enum mg_status { MG_OK = 0, MG_ERR_NOMEM = 1 };
+enum mg_status { MG_OK = 0, MG_ERR_NOMEM = 1, MG_ERR_RANGE = 2 };
 
 /* ---- run time: instruction set, threads, build ------------------------- */
 
@@ -238,6 +239,45 @@ int mg_tensor_stats_f32(size_t n, mg_tensor_stats *out, const float *x, double t
                         double center);
 int mg_tensor_stats_f64(size_t n, mg_tensor_stats *out, const double *x, double threshold,
                         double center);
+
+/*
+ * The summary of x seen as r rows of c units (a batch of r samples), and
+ * *n_dead = the units that are zero in every row (a NaN is not zero; no
+ * unit is dead when r or c is 0).
+ */
+int mg_unit_stats_f32(size_t r, size_t c, mg_tensor_stats *out, unsigned long long *n_dead,
+                      const float *x, double threshold, double center);
+int mg_unit_stats_f64(size_t r, size_t c, mg_tensor_stats *out, unsigned long long *n_dead,
+                      const double *x, double threshold, double center);
+
+/*
+ * Over a list of `count` buffers, bufs[i] holding lens[i] elements (it may
+ * be NULL when lens[i] is 0), in one call:
+ *
+ * histogram_stats: out[i] = the summary of bufs[i] (no threshold: n_above
+ * is 0), and hist[i * bins + j] = the finite elements in bin j of `bins`
+ * equal bins over [-b, b], b = out[i].max_abs (1 if that is 0). The bin of
+ * x is floor(x / b * (bins / 2.0) + bins / 2.0), computed in double,
+ * clamped to [0, bins - 1]. 1 <= bins <= MG_MAX_BINS.
+ *
+ * change_stats: when sums is not NULL, sums[2 i] and sums[2 i + 1] = the sum
+ * and the sum of squares of bufs[i]; when change is not NULL, change[2 i]
+ * and change[2 i + 1] = the same of bufs[i] minus its part of snapshot,
+ * each difference taken in double (exact for float); all in double, every
+ * element included (a NaN makes them NaN). Then, when copy is nonzero, the
+ * buffers are copied into snapshot. snapshot holds the buffers one after
+ * another (the sum of lens elements); it may be NULL when neither change
+ * nor copy is asked for.
+ */
+enum mg_stats_limits { MG_MAX_BINS = 64 };
+int mg_histogram_stats_f32(size_t count, mg_tensor_stats *out, unsigned long long *hist,
+                           size_t bins, const float *const *bufs, const size_t *lens);
+int mg_histogram_stats_f64(size_t count, mg_tensor_stats *out, unsigned long long *hist,
+                           size_t bins, const double *const *bufs, const size_t *lens);
+int mg_change_stats_f32(size_t count, double *sums, double *change, float *snapshot,
+                        const float *const *bufs, const size_t *lens, int copy);
+int mg_change_stats_f64(size_t count, double *sums, double *change, double *snapshot,
+                        const double *const *bufs, const size_t *lens, int copy);
 
 /* ---- matrix product (csrc/gemm.c) --------------------------------------- */
 /*

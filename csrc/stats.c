@@ -1,24 +1,56 @@
 /*
- * stats.c - the summary of a tensor for diagnostics in one pass, float and
- * double: element count, sum, sum of squares and max |x| of the finite
- * elements (sums in double), zeros, finite elements with |x - center| >
- * threshold (compared in double), NaN and inf counts.
+ * stats.c - summaries of tensors for diagnostics, float and double.
  *
- * The sums are kept in MG_LANES lanes (see kernel_common.h) so that they
- * vectorize with no reassociation, over fixed chunks of MG_STATS_CHUNK
- * elements whose results are combined in order: the same bits for any
- * thread count and instruction set.
+ * A summary (mg_tensor_stats) is the element count; the sum, sum of squares
+ * (in double) and max |x| of the finite elements, their zeros and those with
+ * |x - center| > threshold (compared in double); and the NaN and inf counts.
+ * Three kernels add, in the same call, what GradientMonitor needs besides:
+ *
+ * - unit_stats: the units (columns) of an activation that are zero in every
+ *   row of the batch (dead ReLUs);
+ * - histogram_stats: for a list of gradients, equal-width bins over
+ *   [-max|g|, max|g|];
+ * - change_stats: for a list of weights, the plain sums of each one and of
+ *   its change since a snapshot (std(w - w_before) needs no stored
+ *   difference), then a new snapshot.
+ *
+ * The data is cut into chunks of MG_STATS_CHUNK elements, small enough for
+ * L1 (16 or 32 KB). Several short loops run over a chunk while it is there,
+ * so memory is read once, and each loop does one thing: GCC vectorizes
+ * those, whereas a loop that adds to two arrays of lane sums, or selects
+ * before adding, stayed scalar (measured: a third of the speed).
+ *
+ * Sums are kept in MG_LANES lanes (see kernel_common.h), element i in lane
+ * i % MG_LANES, and the chunks' results are combined in chunk order: the
+ * same bits for any thread count and instruction set.
+ *
+ * Non-finite elements are rare, so a chunk is first summed whole: any NaN
+ * or inf makes a sum NaN or inf, and only then is the chunk summed again
+ * one element at a time, skipping and counting them (same lanes, same
+ * order, so the result is what one masked pass would give). Finite floats
+ * cannot overflow a double sum; finite doubles can, and the second pass
+ * then finds no non-finite element and the same inf.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernel_common.h"
 #include "vmath.h"
 
-/* The unit of work: small enough for L1 (16 or 32 KB), and what keeps the
- * result independent of the thread count. */
+/* The unit of work: what keeps the result independent of the thread count. */
 #define MG_STATS_CHUNK ((size_t)1 << 12)
+
+/* Tensors of up to this many chunks (256K elements) keep their per-chunk
+ * results on the stack; larger ones allocate them. */
+#define MG_STATS_STACK_CHUNKS 64
+
+
+#define F32_EXP_MASK UINT32_C(0x7f800000)
+#define F32_ABS_MASK UINT32_C(0x7fffffff)
+#define F64_EXP_MASK UINT64_C(0x7ff0000000000000)
+#define F64_ABS_MASK UINT64_C(0x7fffffffffffffff)
 
 static inline double lanes_total(const double *acc)
 {
@@ -33,139 +65,522 @@ static inline double lanes_total(const double *acc)
     return half[0];
 }
 
-/* The statistics of one chunk; max_abs as the bit pattern of |x| (finite
- * values order like their bit patterns, see clip.c). */
-typedef struct {
-    double sum;
-    double sumsq;
-    uint64_t max_abs_bits;
-    uint64_t n_finite;
-    uint64_t n_zero;
-    uint64_t n_above;
-    uint64_t n_nan;
-} chunk_stats;
+/* ---- the loops, compiled for each instruction set ------------------------ */
 
 /*
- * A chunk's statistics in three loops over it, each of which GCC vectorizes
- * (one loop doing everything stayed scalar: too many kinds of accumulator
- * for the vectorizer). The chunk is small enough to stay in L1 between
- * them, so memory is still read once. Counts are kept in integers as wide
- * as the element, which a chunk cannot overflow; the finite-only maximum
- * masks the bits with an AND rather than a select, which vectorizes.
+ * Lane sums add element i to acc[i % MG_LANES]; the last, partial group of
+ * lanes goes to the first lanes. Counts are kept in integers as wide as the
+ * element, which a chunk cannot overflow. A finite value's |x| is its bits
+ * with the sign cleared and orders like them (see clip.c); the finite-only
+ * maximum masks the bits with an AND rather than a select, which vectorizes.
  */
-#define DEFINE_STATS_LOOP(T, S, U, EXP_MASK, ABS_MASK, ISA, TARGET)                      \
-    static TARGET chunk_stats stats_##S##_##ISA(size_t n, const T *restrict x,           \
-                                                double threshold, double center)         \
+#define DEFINE_STATS_LOOPS(T, S, U, EXP_MASK, ABS_MASK, ISA, TARGET)                     \
+    static TARGET void sum_lanes_##S##_##ISA(size_t n, const T *restrict x,              \
+                                             double *restrict acc)                       \
     {                                                                                    \
-        double sum[MG_LANES] = {0}, sumsq[MG_LANES] = {0};                               \
-        U max_bits = 0, n_zero = 0, n_nan = 0, n_inf = 0, n_above = 0;                   \
-        chunk_stats out;                                                                 \
+        size_t i = 0;                                                                    \
+        for (; i + MG_LANES <= n; i += MG_LANES)                                         \
+            for (size_t l = 0; l < MG_LANES; l++)                                        \
+                acc[l] += x[i + l];                                                      \
+        for (size_t l = 0; i + l < n; l++)                                               \
+            acc[l] += x[i + l];                                                          \
+    }                                                                                    \
+    static TARGET void sumsq_lanes_##S##_##ISA(size_t n, const T *restrict x,            \
+                                               double *restrict acc)                     \
+    {                                                                                    \
         size_t i = 0;                                                                    \
         for (; i + MG_LANES <= n; i += MG_LANES) {                                       \
             for (size_t l = 0; l < MG_LANES; l++) {                                      \
-                T v = x[i + l];                                                          \
-                T f = (mg_bits_##S(v) & ABS_MASK) < EXP_MASK ? v : (T)0;                 \
-                sum[l] += f;                                                             \
-                sumsq[l] += (double)f * (double)f;                                       \
+                double v = x[i + l];                                                     \
+                acc[l] += v * v;                                                         \
             }                                                                            \
         }                                                                                \
         for (size_t l = 0; i + l < n; l++) {                                             \
-            T v = x[i + l];                                                              \
-            T f = (mg_bits_##S(v) & ABS_MASK) < EXP_MASK ? v : (T)0;                     \
-            sum[l] += f;                                                                 \
-            sumsq[l] += (double)f * (double)f;                                           \
+            double v = x[i + l];                                                         \
+            acc[l] += v * v;                                                             \
         }                                                                                \
-        for (i = 0; i < n; i++) {                                                        \
+    }                                                                                    \
+    /* The same two sums of x - snap, the difference taken in double (exact for float). */ \
+    static TARGET void change_lanes_##S##_##ISA(size_t n, const T *restrict x,           \
+                                                const T *restrict snap,                  \
+                                                double *restrict acc)                    \
+    {                                                                                    \
+        size_t i = 0;                                                                    \
+        for (; i + MG_LANES <= n; i += MG_LANES)                                         \
+            for (size_t l = 0; l < MG_LANES; l++)                                        \
+                acc[l] += (double)x[i + l] - (double)snap[i + l];                        \
+        for (size_t l = 0; i + l < n; l++)                                               \
+            acc[l] += (double)x[i + l] - (double)snap[i + l];                            \
+    }                                                                                    \
+    static TARGET void change_sq_lanes_##S##_##ISA(size_t n, const T *restrict x,        \
+                                                   const T *restrict snap,               \
+                                                   double *restrict acc)                 \
+    {                                                                                    \
+        size_t i = 0;                                                                    \
+        for (; i + MG_LANES <= n; i += MG_LANES) {                                       \
+            for (size_t l = 0; l < MG_LANES; l++) {                                      \
+                double d = (double)x[i + l] - (double)snap[i + l];                       \
+                acc[l] += d * d;                                                         \
+            }                                                                            \
+        }                                                                                \
+        for (size_t l = 0; i + l < n; l++) {                                             \
+            double d = (double)x[i + l] - (double)snap[i + l];                           \
+            acc[l] += d * d;                                                             \
+        }                                                                                \
+    }                                                                                    \
+    /* max |x| of the finite elements, as bits; *n_zero = the zeros. */                  \
+    static TARGET U max_abs_bits_##S##_##ISA(size_t n, const T *restrict x,              \
+                                             U *restrict n_zero)                         \
+    {                                                                                    \
+        U max_bits = 0, zeros = 0;                                                       \
+        for (size_t i = 0; i < n; i++) {                                                 \
             U bits = mg_bits_##S(x[i]) & ABS_MASK;                                       \
             U finite_bits = bits & ((U)0 - (U)(bits < EXP_MASK));                        \
             max_bits = finite_bits > max_bits ? finite_bits : max_bits;                  \
-            n_zero += (U)(bits == 0);                                                    \
-            n_nan += (U)(bits > EXP_MASK);                                               \
-            n_inf += (U)(bits == EXP_MASK);                                              \
+            zeros += (U)(bits == 0);                                                     \
         }                                                                                \
-        for (i = 0; i < n; i++) {                                                        \
+        *n_zero = zeros;                                                                 \
+        return max_bits;                                                                 \
+    }                                                                                    \
+    static TARGET U count_above_##S##_##ISA(size_t n, const T *restrict x,               \
+                                            double threshold, double center)             \
+    {                                                                                    \
+        U above = 0;                                                                     \
+        for (size_t i = 0; i < n; i++) {                                                 \
             U finite = (U)((mg_bits_##S(x[i]) & ABS_MASK) < EXP_MASK);                   \
-            n_above += finite & (U)(fabs((double)x[i] - center) > threshold);            \
+            above += finite & (U)(fabs((double)x[i] - center) > threshold);              \
         }                                                                                \
-        out.sum = lanes_total(sum);                                                      \
-        out.sumsq = lanes_total(sumsq);                                                  \
-        out.max_abs_bits = max_bits;                                                     \
-        out.n_finite = n - n_nan - n_inf;                                                \
-        out.n_zero = n_zero;                                                             \
-        out.n_above = n_above;                                                           \
-        out.n_nan = n_nan;                                                               \
-        return out;                                                                      \
+        return above;                                                                    \
+    }                                                                                    \
+    /* ge[j] += the elements x >= t[j], for j < k (the histogram's edges), three edges   \
+     * per pass over x (vectorized over x; a NaN edge counts nothing): over all k at     \
+     * once the vectorizer went across the edges instead, scalar for fewer than 16. */   \
+    static TARGET void count_at_least_##S##_##ISA(size_t n, const T *restrict x,         \
+                                                  size_t k, const T *restrict t,         \
+                                                  U *restrict ge)                        \
+    {                                                                                    \
+        for (size_t j = 0; j < k; j += 3) {                                              \
+            T t0 = t[j], t1 = j + 1 < k ? t[j + 1] : (T)NAN, t2 = j + 2 < k ? t[j + 2] : (T)NAN; \
+            U c0 = 0, c1 = 0, c2 = 0;                                                    \
+            for (size_t i = 0; i < n; i++) {                                             \
+                c0 += (U)(x[i] >= t0);                                                   \
+                c1 += (U)(x[i] >= t1);                                                   \
+                c2 += (U)(x[i] >= t2);                                                   \
+            }                                                                            \
+            ge[j] += c0;                                                                 \
+            if (j + 1 < k)                                                               \
+                ge[j + 1] += c1;                                                         \
+            if (j + 2 < k)                                                               \
+                ge[j + 2] += c2;                                                         \
+        }                                                                                \
+    }                                                                                    \
+    /* alive[j] = 1 where x[j] is not zero (NaN is not zero), for j < n. */              \
+    static TARGET void mark_nonzero_##S##_##ISA(size_t n, const T *restrict x,           \
+                                                unsigned char *restrict alive)           \
+    {                                                                                    \
+        for (size_t j = 0; j < n; j++)                                                   \
+            alive[j] |= (unsigned char)((mg_bits_##S(x[j]) & ABS_MASK) != 0);            \
     }
 
+#define DEFINE_STATS_LOOPS_f32(T, S, ISA, TARGET)                                        \
+    DEFINE_STATS_LOOPS(T, S, uint32_t, F32_EXP_MASK, F32_ABS_MASK, ISA, TARGET)
+#define DEFINE_STATS_LOOPS_f64(T, S, ISA, TARGET)                                        \
+    DEFINE_STATS_LOOPS(T, S, uint64_t, F64_EXP_MASK, F64_ABS_MASK, ISA, TARGET)
 
-#define F32_EXP_MASK UINT32_C(0x7f800000)
-#define F32_ABS_MASK UINT32_C(0x7fffffff)
-#define F64_EXP_MASK UINT64_C(0x7ff0000000000000)
-#define F64_ABS_MASK UINT64_C(0x7fffffffffffffff)
+MG_FOR_EACH_ISA(DEFINE_STATS_LOOPS_f32, float, f32)
+MG_FOR_EACH_ISA(DEFINE_STATS_LOOPS_f64, double, f64)
 
-#define DEFINE_STATS_LOOP_f32(T, S, ISA, TARGET)                                         \
-    DEFINE_STATS_LOOP(T, S, uint32_t, F32_EXP_MASK, F32_ABS_MASK, ISA, TARGET)
-#define DEFINE_STATS_LOOP_f64(T, S, ISA, TARGET)                                         \
-    DEFINE_STATS_LOOP(T, S, uint64_t, F64_EXP_MASK, F64_ABS_MASK, ISA, TARGET)
+/* One instruction set's loops for one element type, and the table of them
+ * indexed by mg_simd_level(). */
+#define DEFINE_STATS_TABLE(S)                                                            \
+    typedef struct {                                                                     \
+        __typeof__(sum_lanes_##S##_generic) *sum;                                        \
+        __typeof__(sumsq_lanes_##S##_generic) *sumsq;                                    \
+        __typeof__(change_lanes_##S##_generic) *change;                                  \
+        __typeof__(change_sq_lanes_##S##_generic) *change_sq;                            \
+        __typeof__(max_abs_bits_##S##_generic) *max_abs_bits;                            \
+        __typeof__(count_above_##S##_generic) *count_above;                              \
+        __typeof__(count_at_least_##S##_generic) *count_at_least;                        \
+        __typeof__(mark_nonzero_##S##_generic) *mark_nonzero;                            \
+    } stats_loops_##S;
 
-MG_FOR_EACH_ISA(DEFINE_STATS_LOOP_f32, float, f32)
-MG_FOR_EACH_ISA(DEFINE_STATS_LOOP_f64, double, f64)
+#define STATS_LOOPS_ROW(S, ISA)                                                          \
+    {                                                                                    \
+        sum_lanes_##S##_##ISA, sumsq_lanes_##S##_##ISA, change_lanes_##S##_##ISA,        \
+            change_sq_lanes_##S##_##ISA, max_abs_bits_##S##_##ISA,                       \
+            count_above_##S##_##ISA, count_at_least_##S##_##ISA,                         \
+            mark_nonzero_##S##_##ISA                                                     \
+    }
 
-static __typeof__(stats_f32_generic) *const stats_f32_loops[] = MG_ISA_TABLE(stats_f32);
-static __typeof__(stats_f64_generic) *const stats_f64_loops[] = MG_ISA_TABLE(stats_f64);
+DEFINE_STATS_TABLE(f32)
+DEFINE_STATS_TABLE(f64)
+static const stats_loops_f32 stats_loops_f32_table[] = MG_ISA_ROWS(STATS_LOOPS_ROW, f32);
+static const stats_loops_f64 stats_loops_f64_table[] = MG_ISA_ROWS(STATS_LOOPS_ROW, f64);
 
-#define DEFINE_STATS_KERNEL(T, S, U)                                                     \
+/* ---- chunks ----------------------------------------------------------------- */
+
+/* What one chunk contributes; max_abs as the bits of |x|. */
+typedef struct {
+    double sum, sumsq;               /* of the finite elements */
+    double change_sum, change_sumsq; /* change_stats: of x - snapshot */
+    uint64_t max_abs_bits, n_zero, n_above, n_nan, n_inf;
+} chunk_stats;
+
+static size_t chunk_count(size_t n)
+{
+    return (n + MG_STATS_CHUNK - 1) / MG_STATS_CHUNK;
+}
+
+static size_t chunk_len(size_t n, size_t k)
+{
+    size_t lo = k * MG_STATS_CHUNK;
+
+    return n - lo < MG_STATS_CHUNK ? n - lo : MG_STATS_CHUNK;
+}
+
+/* The per-chunk results of one tensor: on the stack when they fit. */
+typedef struct {
+    chunk_stats *part;
+    chunk_stats local[MG_STATS_STACK_CHUNKS];
+} chunk_parts;
+
+static int parts_init(chunk_parts *p, size_t chunks)
+{
+    p->part = chunks <= MG_STATS_STACK_CHUNKS ? p->local : malloc(chunks * sizeof(chunk_stats));
+    return p->part != NULL;
+}
+
+static void parts_free(chunk_parts *p)
+{
+    if (p->part != p->local)
+        free(p->part);
+}
+
+/* The work on chunk k of a tensor, which fills part[k]. */
+typedef void chunk_work(const void *job, size_t k, chunk_stats *part);
+
+/* Every chunk of an n-element tensor, split across threads when it is large. */
+static void for_each_chunk(size_t n, chunk_work *work, const void *job, chunk_stats *part)
+{
+    size_t chunks = chunk_count(n);
+
+    if (!mg_use_threads(n) || chunks < 2) {
+        for (size_t k = 0; k < chunks; k++)
+            work(job, k, &part[k]);
+        return;
+    }
+    MG_OMP_PARALLEL
+    {
+        mg_range r = mg_thread_share(chunks, 1);
+        for (size_t k = r.lo; k < r.lo + r.len; k++)
+            work(job, k, &part[k]);
+    }
+}
+
+/* The parts added in chunk order. */
+static chunk_stats combine(size_t chunks, const chunk_stats *part)
+{
+    chunk_stats total = {0};
+
+    for (size_t k = 0; k < chunks; k++) {
+        total.sum += part[k].sum;
+        total.sumsq += part[k].sumsq;
+        total.change_sum += part[k].change_sum;
+        total.change_sumsq += part[k].change_sumsq;
+        if (part[k].max_abs_bits > total.max_abs_bits)
+            total.max_abs_bits = part[k].max_abs_bits;
+        total.n_zero += part[k].n_zero;
+        total.n_above += part[k].n_above;
+        total.n_nan += part[k].n_nan;
+        total.n_inf += part[k].n_inf;
+    }
+    return total;
+}
+
+/* ---- the kernels -------------------------------------------------------------- */
+
+#define DEFINE_STATS_KERNELS(T, S, U, EXP_MASK, ABS_MASK)                     \
+    /* The rare second pass: the sums of the finite elements, counting the others. */    \
+    static void finite_sums_##S(size_t n, const T *x, chunk_stats *c)                    \
+    {                                                                                    \
+        double sum[MG_LANES] = {0}, sumsq[MG_LANES] = {0};                               \
+        for (size_t i = 0; i < n; i++) {                                                 \
+            U bits = mg_bits_##S(x[i]) & ABS_MASK;                                       \
+            double v = bits < EXP_MASK ? (double)x[i] : 0.0;                             \
+            sum[i % MG_LANES] += v;                                                      \
+            sumsq[i % MG_LANES] += v * v;                                                \
+            c->n_nan += bits > EXP_MASK;                                                 \
+            c->n_inf += bits == EXP_MASK;                                                \
+        }                                                                                \
+        c->sum = lanes_total(sum);                                                       \
+        c->sumsq = lanes_total(sumsq);                                                   \
+    }                                                                                    \
+    static chunk_stats chunk_summary_##S(const stats_loops_##S *f, size_t n, const T *x,  \
+                                         double threshold, double center)                \
+    {                                                                                    \
+        double sum[MG_LANES] = {0}, sumsq[MG_LANES] = {0};                               \
+        chunk_stats c = {0};                                                             \
+        U n_zero;                                                                        \
+        f->sum(n, x, sum);                                                               \
+        f->sumsq(n, x, sumsq);                                                           \
+        c.sum = lanes_total(sum);                                                        \
+        c.sumsq = lanes_total(sumsq);                                                    \
+        if (!isfinite(c.sum) || !isfinite(c.sumsq))                                      \
+            finite_sums_##S(n, x, &c);                                                   \
+        c.max_abs_bits = f->max_abs_bits(n, x, &n_zero);                                 \
+        c.n_zero = n_zero;                                                               \
+        if (threshold < INFINITY) /* nothing is above inf (or NaN) */                    \
+            c.n_above = f->count_above(n, x, threshold, center);                         \
+        return c;                                                                        \
+    }                                                                                    \
+    /* One tensor: its summary, or just its plain sums (NaN and inf included), and/or   \
+     * its change since the snapshot; then maybe a new snapshot. */                      \
+    typedef struct {                                                                     \
+        const stats_loops_##S *f;                                                        \
+        size_t n;                                                                        \
+        const T *x;                                                                      \
+        T *snapshot;                                                                     \
+        double threshold, center;                                                        \
+        int summary, moments, change, copy;                                              \
+    } tensor_job_##S;                                                                    \
+    static void tensor_chunk_##S(const void *job_, size_t k, chunk_stats *part)          \
+    {                                                                                    \
+        const tensor_job_##S *job = job_;                                                \
+        size_t lo = k * MG_STATS_CHUNK, len = chunk_len(job->n, k);                      \
+        const T *x = job->x + lo;                                                        \
+        chunk_stats c = {0};                                                             \
+        if (job->summary)                                                                \
+            c = chunk_summary_##S(job->f, len, x, job->threshold, job->center);          \
+        if (job->moments) {                                                              \
+            double sum[MG_LANES] = {0}, sumsq[MG_LANES] = {0};                           \
+            job->f->sum(len, x, sum);                                                    \
+            job->f->sumsq(len, x, sumsq);                                                \
+            c.sum = lanes_total(sum);                                                    \
+            c.sumsq = lanes_total(sumsq);                                                \
+        }                                                                                \
+        if (job->change) {                                                               \
+            double sum[MG_LANES] = {0}, sumsq[MG_LANES] = {0};                           \
+            job->f->change(len, x, job->snapshot + lo, sum);                             \
+            job->f->change_sq(len, x, job->snapshot + lo, sumsq);                        \
+            c.change_sum = lanes_total(sum);                                             \
+            c.change_sumsq = lanes_total(sumsq);                                         \
+        }                                                                                \
+        if (job->copy)                                                                   \
+            memmove(job->snapshot + lo, x, len * sizeof(T));                             \
+        *part = c;                                                                       \
+    }                                                                                    \
+    static int run_tensor_job_##S(const tensor_job_##S *job, chunk_stats *total)         \
+    {                                                                                    \
+        chunk_parts parts;                                                               \
+        size_t chunks = chunk_count(job->n);                                             \
+        if (!parts_init(&parts, chunks))                                                 \
+            return MG_ERR_NOMEM;                                                         \
+        for_each_chunk(job->n, tensor_chunk_##S, job, parts.part);                       \
+        *total = combine(chunks, parts.part);                                            \
+        parts_free(&parts);                                                              \
+        return MG_OK;                                                                    \
+    }                                                                                    \
+    static void write_summary_##S(mg_tensor_stats *out, size_t n, const chunk_stats *t)  \
+    {                                                                                    \
+        U bits = (U)t->max_abs_bits;                                                     \
+        T magnitude;                                                                     \
+        memcpy(&magnitude, &bits, sizeof magnitude);                                     \
+        out->count = n;                                                                  \
+        out->sum = t->sum;                                                               \
+        out->sumsq = t->sumsq;                                                           \
+        out->max_abs = magnitude;                                                        \
+        out->n_zero = t->n_zero;                                                         \
+        out->n_above = t->n_above;                                                       \
+        out->n_nan = t->n_nan;                                                           \
+        out->n_inf = t->n_inf;                                                           \
+    }                                                                                    \
+    static int summarize_##S(const stats_loops_##S *f, size_t n, mg_tensor_stats *out,    \
+                             const T *x, double threshold, double center)                \
+    {                                                                                    \
+        tensor_job_##S job = {f, n, x, NULL, threshold, center, 1, 0, 0, 0};             \
+        chunk_stats total;                                                               \
+        int status = run_tensor_job_##S(&job, &total);                                   \
+        if (status == MG_OK)                                                             \
+            write_summary_##S(out, n, &total);                                           \
+        return status;                                                                   \
+    }                                                                                    \
     int mg_tensor_stats_##S(size_t n, mg_tensor_stats *out, const T *x, double threshold, \
                             double center)                                               \
     {                                                                                    \
-        __typeof__(stats_##S##_generic) *loop = stats_##S##_loops[mg_simd_level()];      \
-        size_t chunks = (n + MG_STATS_CHUNK - 1) / MG_STATS_CHUNK;                       \
-        chunk_stats *part = malloc(chunks * sizeof(chunk_stats) + 1);                    \
-        chunk_stats total = {0};                                                         \
-        T magnitude;                                                                     \
-        U bits;                                                                          \
-        if (part == NULL)                                                                \
+        return summarize_##S(&stats_loops_##S##_table[mg_simd_level()], n, out, x,        \
+                             threshold, center);                                         \
+    }                                                                                    \
+    int mg_unit_stats_##S(size_t r, size_t c, mg_tensor_stats *out,                      \
+                          unsigned long long *n_dead, const T *x, double threshold,      \
+                          double center)                                                 \
+    {                                                                                    \
+        const stats_loops_##S *f = &stats_loops_##S##_table[mg_simd_level()];            \
+        unsigned char *alive;                                                            \
+        int status = summarize_##S(f, r * c, out, x, threshold, center);                 \
+        *n_dead = 0;                                                                     \
+        /* Without a zero no unit can be dead: no second pass. */                        \
+        if (status != MG_OK || out->n_zero == 0)                                         \
+            return status;                                                               \
+        alive = calloc(c, 1);                                                            \
+        if (alive == NULL)                                                               \
             return MG_ERR_NOMEM;                                                         \
+        for (size_t i = 0; i < r; i++)                                                   \
+            f->mark_nonzero(c, x + i * c, alive);                                        \
+        for (size_t j = 0; j < c; j++)                                                   \
+            *n_dead += alive[j] == 0;                                                    \
+        free(alive);                                                                     \
+        return MG_OK;                                                                    \
+    }                                                                                    \
+    /* Floats ordered as unsigned integers: the sign bit flipped for positive values,    \
+     * every bit for negative ones. Adjacent keys are adjacent values. */                \
+    static U order_key_##S(T x)                                                          \
+    {                                                                                    \
+        U bits = mg_bits_##S(x);                                                         \
+        return bits > ABS_MASK ? ~bits : bits | (ABS_MASK + 1);                          \
+    }                                                                                    \
+    static T from_order_key_##S(U key)                                                   \
+    {                                                                                    \
+        U bits = key > ABS_MASK ? key & ABS_MASK : ~key;                                 \
+        T x;                                                                             \
+        memcpy(&x, &bits, sizeof x);                                                     \
+        return x;                                                                        \
+    }                                                                                    \
+    static int reaches_##S(U key, double edge, double bound, double half)                \
+    {                                                                                    \
+        return (double)from_order_key_##S(key) / bound * half + half >= edge;            \
+    }                                                                                    \
+    /* t[j] = the smallest T whose position x / bound * half + half reaches j + 1, for  \
+     * j < bins - 1: x is in bin j + 1 or above exactly when x >= t[j]. Positions rise   \
+     * with x, from 0 at -bound to bins at bound, so a bisection over the ordered keys   \
+     * finds it; the first guess is usually within an ulp, which narrows it at once      \
+     * (not near 0, where the ulps are tiny: the middle edge may take a full search). */ \
+    static void bin_edges_##S(size_t bins, double bound, T *t)                           \
+    {                                                                                    \
+        double half = (double)bins / 2.0;                                                \
+        for (size_t j = 0; j + 1 < bins; j++) {                                          \
+            double edge = (double)(j + 1);                                               \
+            U lo = order_key_##S((T)-bound), hi = order_key_##S((T)bound);               \
+            U guess = order_key_##S((T)(bound * ((edge - half) / half)));                \
+            if (guess - 2 > lo && guess - 2 < hi && !reaches_##S(guess - 2, edge, bound, half)) \
+                lo = guess - 2;                                                          \
+            if (guess + 2 > lo && guess + 2 < hi && reaches_##S(guess + 2, edge, bound, half)) \
+                hi = guess + 2;                                                          \
+            while (hi - lo > 1) {                                                        \
+                U mid = lo + (hi - lo) / 2;                                              \
+                if (reaches_##S(mid, edge, bound, half))                                 \
+                    hi = mid;                                                            \
+                else                                                                     \
+                    lo = mid;                                                            \
+            }                                                                            \
+            t[j] = from_order_key_##S(hi);                                               \
+        }                                                                                \
+    }                                                                                    \
+    /* ge[j] = the finite elements x >= t[j]: per chunk, in parallel when large. */      \
+    static void count_edges_##S(const stats_loops_##S *f, size_t n, const T *x,           \
+                                size_t k, const T *t, int finite, uint64_t *ge)          \
+    {                                                                                    \
+        size_t chunks = chunk_count(n);                                                  \
+        if (!finite) { /* rare: skip NaN and inf one element at a time */                \
+            for (size_t i = 0; i < n; i++)                                               \
+                if ((mg_bits_##S(x[i]) & ABS_MASK) < EXP_MASK)                           \
+                    for (size_t j = 0; j < k; j++)                                       \
+                        ge[j] += x[i] >= t[j];                                           \
+            return;                                                                      \
+        }                                                                                \
+        if (k == 0)                                                                      \
+            return;                                                                      \
         if (!mg_use_threads(n) || chunks < 2) {                                          \
-            for (size_t k = 0; k < chunks; k++) {                                        \
-                size_t lo = k * MG_STATS_CHUNK;                                          \
-                size_t len = n - lo < MG_STATS_CHUNK ? n - lo : MG_STATS_CHUNK;          \
-                part[k] = loop(len, x + lo, threshold, center);                          \
-            }                                                                            \
-        } else {                                                                         \
-            MG_OMP_PARALLEL                                                              \
-            {                                                                            \
-                mg_range r = mg_thread_share(chunks, 1);                                 \
-                for (size_t k = r.lo; k < r.lo + r.len; k++) {                           \
-                    size_t lo = k * MG_STATS_CHUNK;                                      \
-                    size_t len = n - lo < MG_STATS_CHUNK ? n - lo : MG_STATS_CHUNK;      \
-                    part[k] = loop(len, x + lo, threshold, center);                      \
-                }                                                                        \
-            }                                                                            \
+            count_edge_chunks_##S(f, n, x, k, t, 0, chunks, ge);                         \
+            return;                                                                      \
         }                                                                                \
-        for (size_t k = 0; k < chunks; k++) {                                            \
-            total.sum += part[k].sum;                                                    \
-            total.sumsq += part[k].sumsq;                                                \
-            if (part[k].max_abs_bits > total.max_abs_bits)                               \
-                total.max_abs_bits = part[k].max_abs_bits;                               \
-            total.n_finite += part[k].n_finite;                                          \
-            total.n_zero += part[k].n_zero;                                              \
-            total.n_above += part[k].n_above;                                            \
-            total.n_nan += part[k].n_nan;                                                \
+        MG_OMP_PARALLEL_SUM_GE                                                           \
+        {                                                                                \
+            mg_range r = mg_thread_share(chunks, 1);                                     \
+            count_edge_chunks_##S(f, n, x, k, t, r.lo, r.lo + r.len, ge);                \
         }                                                                                \
-        free(part);                                                                      \
-        bits = (U)total.max_abs_bits;                                                    \
-        memcpy(&magnitude, &bits, sizeof magnitude);                                     \
-        out->count = n;                                                                  \
-        out->sum = total.sum;                                                            \
-        out->sumsq = total.sumsq;                                                        \
-        out->max_abs = magnitude;                                                        \
-        out->n_zero = total.n_zero;                                                      \
-        out->n_above = total.n_above;                                                    \
-        out->n_nan = total.n_nan;                                                        \
-        out->n_inf = n - total.n_finite - total.n_nan;                                   \
+    }                                                                                    \
+    int mg_histogram_stats_##S(size_t count, mg_tensor_stats *out, unsigned long long *hist, \
+                               size_t bins, const T *const *bufs, const size_t *lens)    \
+    {                                                                                    \
+        const stats_loops_##S *f = &stats_loops_##S##_table[mg_simd_level()];            \
+        if (bins == 0 || bins > MG_MAX_BINS)                                             \
+            return MG_ERR_RANGE;                                                         \
+        for (size_t i = 0; i < count; i++) {                                             \
+            mg_tensor_stats *s = &out[i];                                                \
+            unsigned long long *h = hist + i * bins;                                     \
+            uint64_t ge[MG_MAX_BINS] = {0}, finite;                                      \
+            T t[MG_MAX_BINS];                                                            \
+            int status = summarize_##S(f, lens[i], s, bufs[i], INFINITY, 0.0);            \
+            if (status != MG_OK)                                                         \
+                return status;                                                           \
+            bin_edges_##S(bins, s->max_abs > 0 ? s->max_abs : 1.0, t);                   \
+            count_edges_##S(f, lens[i], bufs[i], bins - 1, t,                            \
+                            s->n_nan + s->n_inf == 0, ge);                               \
+            /* x in bin j: at least edge j - 1 (bin 0: any), not at least edge j. */     \
+            finite = s->count - s->n_nan - s->n_inf;                                     \
+            for (size_t j = 0; j < bins; j++)                                            \
+                h[j] = (j == 0 ? finite : ge[j - 1]) - (j + 1 < bins ? ge[j] : 0);       \
+        }                                                                                \
+        return MG_OK;                                                                    \
+    }                                                                                    \
+    int mg_change_stats_##S(size_t count, double *sums, double *change, T *snapshot,     \
+                            const T *const *bufs, const size_t *lens, int copy)          \
+    {                                                                                    \
+        const stats_loops_##S *f = &stats_loops_##S##_table[mg_simd_level()];            \
+        size_t offset = 0;                                                               \
+        for (size_t i = 0; i < count; i++) {                                             \
+            tensor_job_##S job = {f,                                                     \
+                                  lens[i],                                               \
+                                  bufs[i],                                               \
+                                  snapshot == NULL ? NULL : snapshot + offset,           \
+                                  INFINITY,                                              \
+                                  0.0,                                                   \
+                                  0,                                                     \
+                                  sums != NULL,                                          \
+                                  change != NULL,                                        \
+                                  copy != 0};                                            \
+            chunk_stats total;                                                           \
+            int status = run_tensor_job_##S(&job, &total);                               \
+            if (status != MG_OK)                                                         \
+                return status;                                                           \
+            if (sums != NULL) {                                                          \
+                sums[2 * i] = total.sum;                                                 \
+                sums[2 * i + 1] = total.sumsq;                                           \
+            }                                                                            \
+            if (change != NULL) {                                                        \
+                change[2 * i] = total.change_sum;                                        \
+                change[2 * i + 1] = total.change_sumsq;                                  \
+            }                                                                            \
+            offset += lens[i];                                                           \
+        }                                                                                \
         return MG_OK;                                                                    \
     }
 
-DEFINE_STATS_KERNEL(float, f32, uint32_t)
-DEFINE_STATS_KERNEL(double, f64, uint64_t)
+/* The histogram's counts across threads: OpenMP's + reduction on the array
+ * ge, in integers, so the order does not matter. */
+#ifdef _OPENMP
+#define MG_OMP_PARALLEL_SUM_GE                                                           \
+    _Pragma("omp parallel num_threads(mg_get_num_threads()) reduction(+ : ge[:k])")
+#else
+#define MG_OMP_PARALLEL_SUM_GE
+#endif
+
+/* Chunks [k0, k1) of x into ge, each counted in integers of the element's
+ * width and then added. */
+#define DEFINE_COUNT_EDGE_CHUNKS(T, S, U)                                                \
+    static void count_edge_chunks_##S(const stats_loops_##S *f, size_t n, const T *x,     \
+                                      size_t k, const T *t, size_t k0, size_t k1,        \
+                                      uint64_t *ge)                                      \
+    {                                                                                    \
+        for (size_t c = k0; c < k1; c++) {                                               \
+            U part[MG_MAX_BINS] = {0};                                                   \
+            f->count_at_least(chunk_len(n, c), x + c * MG_STATS_CHUNK, k, t, part);      \
+            for (size_t j = 0; j < k; j++)                                               \
+                ge[j] += part[j];                                                        \
+        }                                                                                \
+    }
+
+DEFINE_COUNT_EDGE_CHUNKS(float, f32, uint32_t)
+DEFINE_COUNT_EDGE_CHUNKS(double, f64, uint64_t)
+DEFINE_STATS_KERNELS(float, f32, uint32_t, F32_EXP_MASK, F32_ABS_MASK)
+DEFINE_STATS_KERNELS(double, f64, uint64_t, F64_EXP_MASK, F64_ABS_MASK)

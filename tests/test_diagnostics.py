@@ -39,7 +39,8 @@ def test_gradient_numbers_equal_direct_computation_before_zero_grad():
     x, y = _batch()
     loss = nn.CrossEntropyLoss()(model(x), y)
     loss.backward()
-    record = monitor.step()
+    monitor.step()
+    record = monitor.history[-1]
     grads = {n: p.grad.numpy().astype(np.float64) for n, p in model.named_parameters()}
     weights = {n: p.detach().numpy().astype(np.float64) for n, p in model.named_parameters()}
     model.zero_grad()  # recorded already: zeroing afterwards must not change the record
@@ -110,7 +111,8 @@ def test_dead_relu_and_saturation_on_constructed_cases():
     monitor = GradientMonitor(model)
     x = mg.tensor(np.abs(np.random.default_rng(1).standard_normal((5, 3))).astype(np.float32) + 0.1)
     model(x).sum().backward()
-    record = monitor.step()
+    monitor.step()
+    record = monitor.history[-1]
     assert record["activations"]["1"]["dead"] == pytest.approx(0.5)
     # Units 2 and 3 are pinned at 0 and 1; units 0 and 1 see 50 * (x0 + x1) > 10.
     assert record["activations"]["3"]["saturated"] == pytest.approx(1.0)
@@ -125,7 +127,8 @@ def test_nan_and_inf_counts():
     model(x).sum().backward()
     model[0].weight.grad.numpy()[0, 0] = np.nan
     model[0].weight.grad.numpy()[1, 1] = np.inf
-    record = monitor.step()
+    monitor.step()
+    record = monitor.history[-1]
     entry = record["params"]["0.weight"]
     assert (entry["nan"], entry["inf"]) == (1, 1)
     assert sum(entry["hist"]["counts"]) == 2  # the two finite values
@@ -148,6 +151,66 @@ def test_history_is_plain_data():
     monitor = GradientMonitor(model)
     _train(model, monitor, clip=1.0)
     json.dumps(monitor.history)
+
+
+def test_history_read_during_training_equals_history_read_at_the_end():
+    """history is made from the recorded numbers when read; a record read early is
+    completed in place (update ratio at the next step, clipping) and ends up equal
+    to one made after training."""
+    runs = []
+    for read_each_step in (True, False):
+        model = _model()
+        monitor = GradientMonitor(model, every=2)
+        x, y = _batch()
+        opt = optim.SGD(model.parameters(), lr=0.1)
+        early = []
+        for _ in range(5):
+            loss = nn.CrossEntropyLoss()(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            monitor.step()
+            monitor.record_clip(nn.utils.clip_grad_norm_(model.parameters(), 0.5), 0.5)
+            if read_each_step and monitor.history:
+                early.append(monitor.history[-1])
+            opt.step()
+        monitor.step()  # measures the last recorded step's update
+        runs.append(monitor.history)
+        if read_each_step:
+            assert all(any(r is e for r in monitor.history) for e in early)
+    with_reads, without = runs
+    assert [r["step"] for r in without] == [0, 2, 4]
+    assert with_reads == without
+    assert all(r["clip"] is not None for r in without)
+    assert all(p["update_log10"] is not None for r in without for p in r["params"].values())
+
+
+def test_update_ratio_with_adam_equals_numpy_over_several_steps():
+    model = _model()
+    monitor = GradientMonitor(model)
+    x, y = _batch()
+    opt = optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-2)
+    befores = []
+    for _ in range(4):
+        loss = nn.CrossEntropyLoss()(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        monitor.step()
+        befores.append(
+            {n: p.detach().numpy().astype(np.float64) for n, p in model.named_parameters()}
+        )
+        opt.step()
+    monitor.step()
+    last = {n: p.detach().numpy().astype(np.float64) for n, p in model.named_parameters()}
+    afters = [*befores[1:], last]
+    for record, before, after in zip(monitor.history[:4], befores, afters, strict=True):
+        for name, w in before.items():
+            expected = math.log10((after[name] - w).std() / w.std())
+            assert record["params"][name]["update_log10"] == pytest.approx(expected, abs=1e-6)
+            assert record["params"][name]["weight_std"] == pytest.approx(w.std(), rel=1e-9)
+        layer = np.concatenate([before["0.weight"].ravel(), before["0.bias"].ravel()])
+        moved = np.concatenate([after["0.weight"].ravel(), after["0.bias"].ravel()]) - layer
+        expected = math.log10(moved.std() / layer.std())
+        assert record["layers"]["0"]["update_log10"] == pytest.approx(expected, abs=1e-6)
 
 
 def _deep(activation, std, depth=12, width=16):

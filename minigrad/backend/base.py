@@ -44,6 +44,131 @@ class TensorStats(NamedTuple):
     n_inf: int
 
 
+# One TensorStats per element, laid out as the C struct mg_tensor_stats: what
+# the statistics kernels below write into, so that a caller can keep many
+# summaries in one preallocated array.
+STATS_DTYPE = np.dtype(
+    [
+        ("count", np.uint64),
+        ("sum", np.float64),
+        ("sumsq", np.float64),
+        ("max_abs", np.float64),
+        ("n_zero", np.uint64),
+        ("n_above", np.uint64),
+        ("n_nan", np.uint64),
+        ("n_inf", np.uint64),
+    ]
+)
+
+# The most bins ``histogram_stats`` takes (MG_MAX_BINS in csrc/minigrad.h).
+MAX_BINS = 64
+
+
+def _is_stats_array(a, count: int) -> bool:
+    return (
+        type(a) is np.ndarray
+        and a.dtype == STATS_DTYPE
+        and a.size >= count
+        and a.flags.c_contiguous
+        and a.flags.aligned
+        and a.flags.writeable
+    )
+
+
+def _stats_out_error(op: str, name: str, a, count: int) -> ValueError:
+    return ValueError(
+        f"{op}: {name} must be a writable C-contiguous array of STATS_DTYPE with at least "
+        f"{count} elements, got {getattr(a, 'dtype', type(a).__name__)} "
+        f"{getattr(a, 'shape', '')}"
+    )
+
+
+def check_unit_stats_args(out, x, units) -> None:
+    """The checks of ``unit_stats``, shared by the backends (C relies on them)."""
+    if not _is_stats_array(out, 1):
+        raise _stats_out_error("unit_stats", "out", out, 1)
+    if type(x) is not np.ndarray:
+        raise TypeError(f"unit_stats: x must be a numpy array, got {type(x).__name__}")
+    size = x.size
+    if type(units) is not int or units < 0 or (size and (units == 0 or size % units)):
+        raise ValueError(
+            f"unit_stats: units must be a positive int dividing x.size ({size}), got {units!r}"
+        )
+
+
+def check_histogram_args(out, hist, arrays) -> None:
+    """The checks of ``histogram_stats``, shared by the backends."""
+    count = len(arrays)
+    if not _is_stats_array(out, count):
+        raise _stats_out_error("histogram_stats", "out", out, count)
+    if not (
+        type(hist) is np.ndarray
+        and hist.dtype == np.uint64
+        and hist.ndim == 2
+        and hist.shape[0] >= count
+        and 1 <= hist.shape[1] <= MAX_BINS
+        and hist.flags.c_contiguous
+        and hist.flags.aligned
+        and hist.flags.writeable
+    ):
+        raise ValueError(
+            f"histogram_stats: hist must be a writable C-contiguous uint64 array of shape "
+            f"(>= {count}, bins) with 1 <= bins <= {MAX_BINS}, got "
+            f"{getattr(hist, 'dtype', type(hist).__name__)} {getattr(hist, 'shape', '')}"
+        )
+    for a in arrays:
+        if a is not None and type(a) is not np.ndarray:
+            raise TypeError(
+                f"histogram_stats: arrays must hold numpy arrays or None, got {type(a).__name__}"
+            )
+
+
+def _is_pairs(a, count: int) -> bool:
+    return (
+        type(a) is np.ndarray
+        and a.dtype == np.float64
+        and a.ndim == 2
+        and a.shape[0] >= count
+        and a.shape[1] == 2
+        and a.flags.c_contiguous
+        and a.flags.aligned
+        and a.flags.writeable
+    )
+
+
+def check_change_args(sums, change, snapshot, arrays, copy) -> None:
+    """The checks of ``change_stats``, shared by the backends."""
+    count = len(arrays)
+    for name, a in (("sums", sums), ("change", change)):
+        if a is not None and not _is_pairs(a, count):
+            raise ValueError(
+                f"change_stats: {name} must be a writable C-contiguous float64 array of shape "
+                f"(>= {count}, 2), got {getattr(a, 'dtype', type(a).__name__)} "
+                f"{getattr(a, 'shape', '')}"
+            )
+    total = 0
+    for a in arrays:
+        if type(a) is not np.ndarray:
+            raise TypeError(f"change_stats: arrays must hold numpy arrays, got {type(a).__name__}")
+        total += a.size
+    if change is None and not copy:
+        return
+    flags = getattr(snapshot, "flags", None)
+    if (
+        type(snapshot) is not np.ndarray
+        or snapshot.size != total
+        or not (flags.c_contiguous and flags.aligned and flags.writeable)
+        or any(a.dtype != snapshot.dtype for a in arrays)
+    ):
+        raise ValueError(
+            f"change_stats: snapshot must be a writable, aligned, C-contiguous array of the "
+            f"arrays' one dtype with {total} elements (theirs, one after another), got "
+            f"{getattr(snapshot, 'dtype', type(snapshot).__name__)} "
+            f"{getattr(snapshot, 'shape', '')} for arrays of "
+            f"{sorted({str(a.dtype) for a in arrays})}"
+        )
+
+
 class Backend:
     """Names and documents every kernel. Subclasses implement them."""
 
@@ -272,4 +397,51 @@ class Backend:
         """One-pass summary of x; ``n_above`` counts finite elements with
         ``|x - center| > threshold`` (e.g. center 0.5, threshold 0.49 counts
         saturated sigmoid outputs); the comparison is made in float64."""
+        raise NotImplementedError
+
+    def unit_stats(
+        self,
+        out: np.ndarray,
+        x: np.ndarray,
+        units: int,
+        threshold: float = np.inf,
+        center: float = 0.0,
+    ) -> int:
+        """``tensor_stats(x, threshold, center)`` into ``out[0]`` (a STATS_DTYPE
+        array); returns the number of dead units: x is seen as rows of
+        ``units`` elements (one row per sample), and a unit is dead when it is
+        zero in every row (NaN is not zero). None is dead when x is empty.
+        ``x.size`` is a multiple of ``units`` (which is 0 only for an empty x).
+        """
+        raise NotImplementedError
+
+    def histogram_stats(
+        self, out: np.ndarray, hist: np.ndarray, arrays: Sequence[np.ndarray | None]
+    ) -> None:
+        """For each array (None counts as an empty one): its ``tensor_stats`` into
+        ``out[i]`` (STATS_DTYPE), and into ``hist[i]`` (uint64, ``bins =
+        hist.shape[1]`` columns, 1 to MAX_BINS) how many of its finite elements
+        fall in each of ``bins`` equal bins over ``[-b, b]``, ``b = max_abs`` (1 if
+        that is 0). The bin of x is ``floor(x / b * (bins / 2) + bins / 2)``,
+        computed in float64 and clamped to ``[0, bins - 1]``.
+        """
+        raise NotImplementedError
+
+    def change_stats(
+        self,
+        sums: np.ndarray | None,
+        change: np.ndarray | None,
+        snapshot: np.ndarray | None,
+        arrays: Sequence[np.ndarray],
+        copy: bool,
+    ) -> None:
+        """For each array: ``sums[i] = (sum, sum of squares)`` of its elements (when
+        sums is not None) and ``change[i]`` the same of the array minus its part
+        of ``snapshot``, each difference taken in float64 (when change is not
+        None), all in float64 over every element (a NaN makes them NaN); then,
+        when ``copy``, the arrays are copied into ``snapshot``. The snapshot holds
+        the arrays' elements one after another (C order), in their one dtype.
+        One pass over each array: the spread of an update w - w_before without
+        storing the difference.
+        """
         raise NotImplementedError

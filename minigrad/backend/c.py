@@ -27,7 +27,12 @@ import numpy as np
 from minigrad._C import ffi, lib
 
 from . import pool
-from .base import TensorStats
+from .base import (
+    TensorStats,
+    check_change_args,
+    check_histogram_args,
+    check_unit_stats_args,
+)
 from .numpy import NumpyBackend
 
 _SIMD_LEVELS = ("generic", "avx2", "avx512")
@@ -109,6 +114,9 @@ _FUSED_NAMES = (
     "sgd_step",
     "adam_step",
     "tensor_stats",
+    "unit_stats",
+    "histogram_stats",
+    "change_stats",
 )
 _FUSED = {
     np.dtype(dtype): {name: getattr(lib, f"mg_{name}_{suffix}") for name in _FUSED_NAMES}
@@ -122,6 +130,11 @@ _POINTER_ARRAYS = {
     np.dtype(np.float32): ffi.typeof("float *[]"),
     np.dtype(np.float64): ffi.typeof("double *[]"),
 }
+_STATS_ARRAY = ffi.typeof("mg_tensor_stats[]")
+_DOUBLES = ffi.typeof("double[]")
+_COUNTS = ffi.typeof("unsigned long long[]")
+_COUNT_PTR = ffi.typeof("unsigned long long *")
+_SIZES = ffi.typeof("size_t[]")
 
 
 class _Gemm(NamedTuple):
@@ -253,6 +266,11 @@ def _ptr(ctype, a):
     return ffi.NULL if a is None else ffi.from_buffer(ctype, a)
 
 
+def _ptr_out(ctype, a):
+    """A pointer to an output array C writes, or NULL for None."""
+    return ffi.NULL if a is None else ffi.from_buffer(ctype, a, require_writable=True)
+
+
 def _in_place_target(x) -> bool:
     """True when C can update x in place: a writable, C-layout plain ndarray
     of a C dtype. Anything else goes to the reference, which updates any
@@ -288,6 +306,29 @@ def _list_reduce(name: str, dtype, arrays: list) -> float:
     kernel = _FUSED[dtype][name]
     _check_status(kernel, kernel(len(arrays), out, bufs, lens))
     return out[0]
+
+
+def _list_dtype(arrays):
+    """The one dtype C takes that every array in the list (None aside) has, else None."""
+    dtype = None
+    for a in arrays:
+        if a is None:
+            continue
+        if a.dtype not in _FUSED or (dtype is not None and a.dtype != dtype):
+            return None
+        dtype = a.dtype
+    return dtype
+
+
+def _buffers(dtype, arrays):
+    """(pointer array, lengths, views) for a list kernel; None entries go as NULL
+    with length 0. The views (which hold the arrays' buffers) must stay
+    referenced until C returns."""
+    ctype, null, from_buffer = _CTYPES[dtype], ffi.NULL, ffi.from_buffer
+    arrays = [a if a is None else _c_layout(a) for a in arrays]
+    views = [null if a is None else from_buffer(ctype, a) for a in arrays]
+    lens = ffi.new(_SIZES, [0 if a is None else a.size for a in arrays])
+    return ffi.new(_POINTER_ARRAYS[dtype], views), lens, views
 
 
 def _writable_target(op: str, name: str, a):
@@ -873,3 +914,56 @@ class CBackend(NumpyBackend):
             int(out.n_nan),
             int(out.n_inf),
         )
+
+    def unit_stats(self, out, x, units, threshold=np.inf, center=0.0):
+        # Called once per layer per training step: kept to the bare path.
+        check_unit_stats_args(out, x, units)
+        kernels = _FUSED.get(x.dtype)
+        if kernels is None:
+            return super().unit_stats(out, x, units, threshold, center)
+        x = _c_layout(x)
+        dead = ffi.new(_COUNT_PTR)
+        kernel = kernels["unit_stats"]
+        status = kernel(
+            x.size // units if units else 0,
+            units,
+            ffi.from_buffer(_STATS_ARRAY, out, require_writable=True),
+            dead,
+            ffi.from_buffer(_CTYPES[x.dtype], x),
+            threshold,
+            center,
+        )
+        if status:
+            raise _kernel_failed(kernel, status)
+        return dead[0]
+
+    def histogram_stats(self, out, hist, arrays):
+        check_histogram_args(out, hist, arrays)
+        dtype = _list_dtype(arrays)
+        if dtype is None:
+            return super().histogram_stats(out, hist, arrays)
+        bufs, lens, views = _buffers(dtype, arrays)
+        kernel = _FUSED[dtype]["histogram_stats"]
+        status = kernel(
+            len(arrays),
+            _ptr_out(_STATS_ARRAY, out),
+            _ptr_out(_COUNTS, hist),
+            hist.shape[1],
+            bufs,
+            lens,
+        )
+        _check_status(kernel, status)
+        del views  # referenced until here, while C read the buffers
+
+    def change_stats(self, sums, change, snapshot, arrays, copy):
+        check_change_args(sums, change, snapshot, arrays, copy)
+        dtype = _list_dtype(arrays)
+        if dtype is None:
+            return super().change_stats(sums, change, snapshot, arrays, copy)
+        bufs, lens, views = _buffers(dtype, arrays)
+        snap = _ptr_out(_CTYPES[dtype], snapshot if change is not None or copy else None)
+        sums_ptr, change_ptr = _ptr_out(_DOUBLES, sums), _ptr_out(_DOUBLES, change)
+        kernel = _FUSED[dtype]["change_stats"]
+        status = kernel(len(arrays), sums_ptr, change_ptr, snap, bufs, lens, int(bool(copy)))
+        _check_status(kernel, status)
+        del views  # referenced until here, while C read the buffers

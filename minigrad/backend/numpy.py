@@ -18,7 +18,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .base import Backend, TensorStats
+from .base import (
+    Backend,
+    TensorStats,
+    check_change_args,
+    check_histogram_args,
+    check_unit_stats_args,
+)
 
 _F64 = np.float64
 _SQRT1_2 = math.sqrt(0.5)
@@ -704,3 +710,53 @@ class NumpyBackend(Backend):
             np.abs(dev, out=dev)
             n_above = int(np.count_nonzero(dev > threshold))
         return TensorStats(count, total, sumsq, max_abs, n_zero, n_above, n_nan, n_inf)
+
+    def unit_stats(self, out, x, units, threshold=np.inf, center=0.0):
+        check_unit_stats_args(out, x, units)
+        stats = self.tensor_stats(x, threshold, center)
+        out[0] = tuple(stats)
+        if stats.n_zero == 0:  # no zero, no dead unit (and an empty x has none)
+            return 0
+        rows = x.reshape(-1, units)
+        return units - int(np.count_nonzero(np.any(rows, axis=0)))
+
+    def histogram_stats(self, out, hist, arrays):
+        check_histogram_args(out, hist, arrays)
+        bins = hist.shape[1]
+        for i, a in enumerate(arrays):
+            a = np.zeros(0) if a is None else a
+            stats = self.tensor_stats(a)
+            out[i] = tuple(stats)
+            hist[i] = _bin_counts(a, stats.max_abs, bins)
+
+    def change_stats(self, sums, change, snapshot, arrays, copy):
+        check_change_args(sums, change, snapshot, arrays, copy)
+        offset = 0
+        for i, a in enumerate(arrays):
+            flat = a.ravel()  # element by element in C order, whatever the shapes
+            part = None if snapshot is None else snapshot.reshape(-1)[offset : offset + a.size]
+            offset += a.size
+            if sums is not None:
+                sums[i] = (float(_sum64(flat)), _sum_squares_one(flat))
+            if change is not None:
+                diff = np.subtract(flat, part, dtype=_F64)
+                change[i] = (float(_sum64(diff)), _sum_squares_one(diff))
+            if copy:
+                part[...] = flat
+
+
+def _bin_counts(a: np.ndarray, max_abs: float, bins: int) -> np.ndarray:
+    """The finite elements of a in ``bins`` equal bins over [-b, b], as documented
+    in ``Backend.histogram_stats``: a position in float64, floored and clamped."""
+    values = a.ravel()
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = values[finite]
+    bound = max_abs if max_abs > 0 else 1.0
+    half = bins / 2.0
+    position = np.divide(values, bound, dtype=_F64)
+    position *= half
+    position += half
+    np.floor(position, out=position)
+    np.clip(position, 0, bins - 1, out=position)
+    return np.bincount(position.astype(np.intp), minlength=bins)

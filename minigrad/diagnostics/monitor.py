@@ -16,20 +16,26 @@ Usage, in an ordinary training loop::
 ``step()`` is an explicit call, placed right after ``backward()``, because
 that is the only moment the gradients are both complete and untouched:
 clipping rescales them and ``zero_grad`` erases them (tools that read them
-later report zeros). ``step()`` also keeps a copy of the weights; the next
-``step()`` compares the weights with that copy to measure what the optimizer
-did (so the latest record has no update ratio yet), and no optimizer needs to
-know about the monitor.
+later report zeros). ``step()`` also keeps a snapshot of the weights; the
+next ``step()`` compares the weights with it to measure what the optimizer
+did (so the latest record has no update ratio yet), and no optimizer needs
+to know about the monitor.
 
-Every statistic of one tensor comes from ``backend.active.tensor_stats``: one
-pass gives the count, sum, sum of squares, max |x|, zeros, saturated values
-and NaN/Inf counts, from which norms, means and standard deviations follow.
+It is cheap enough to leave on. Every number comes from the backend's
+statistics kernels, one fused pass over each tensor (see
+``Backend.tensor_stats``): each activation hook makes one call; ``step()``
+makes one call for all the gradients (summaries and histograms) and one for
+all the weights (their sums, those of their change since the snapshot, the
+new snapshot). The raw sums land in preallocated arrays, a row per recorded
+step; ``history`` turns them into dicts of norms, ratios and fractions only
+when it is read, and keeps those.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import operator
 import sys
 from typing import IO, Any
 
@@ -37,6 +43,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import is_grad_enabled
+from ..backend.base import STATS_DTYPE
 from ..nn import Module, ReLU, Sigmoid, Tanh
 from ..tensor import Tensor
 
@@ -46,6 +53,8 @@ __all__ = ["GradientMonitor"]
 # y(1 - y) is then under 0.0099, a 25th of the slope at 0.
 _SIGMOID_CENTER, _SIGMOID_EDGE = 0.5, 0.49
 _TANH_EDGE = 0.97  # slope 1 - t^2 below 0.06
+
+_BINS = 10  # gradient histogram bins over [-max|g|, max|g|]
 
 _HINTS = {
     "vanishing": "use ReLU with He init (nn.init.kaiming_normal_), add BatchNorm, "
@@ -61,10 +70,6 @@ _HINTS = {
 }
 
 
-def _stats(array: np.ndarray, threshold: float = math.inf, center: float = 0.0):
-    return backend.active.tensor_stats(np.ascontiguousarray(array), threshold, center)
-
-
 def _std(count: int, total: float, sumsq: float) -> float:
     """Population standard deviation from the three sums of a one-pass summary."""
     if count == 0:
@@ -73,23 +78,65 @@ def _std(count: int, total: float, sumsq: float) -> float:
     return math.sqrt(max(sumsq / count - mean * mean, 0.0))
 
 
-def _histogram(array: np.ndarray, max_abs: float, clean: bool) -> dict[str, list]:
-    """10 equal bins over [-max|g|, max|g|] of the finite values (``np.histogram``'s
-    bins, the last one closed). Bin indices come from one scaled cast and a
-    bincount, several times faster than ``np.histogram`` on small arrays."""
-    values = array.ravel() if clean else array[np.isfinite(array)]
-    bound = max_abs if max_abs > 0 else 1.0
-    width = bound / 5.0
-    index = np.multiply(values, 1.0 / width, dtype=np.float64)
-    index += 5.0
-    bins = index.astype(np.intp)
-    np.clip(bins, 0, 9, out=bins)
-    counts = np.bincount(bins, minlength=10)
-    return {"counts": counts.tolist(), "edges": [-bound + i * width for i in range(11)]}
-
-
 def _kind(module: Module) -> str:
     return type(module).__name__
+
+
+def _units(y: np.ndarray) -> int:
+    """Units per sample: an output (batch, ...) has prod(...) of them, a 1-D output one."""
+    if y.ndim < 2:
+        return 1
+    return y.size // y.shape[0] if y.shape[0] else 0
+
+
+class _Rows:
+    """The raw numbers of the recorded steps, one row per step, in arrays grown by
+    doubling: a step writes into them and allocates nothing. Columns follow the
+    monitor's parameter and activation order."""
+
+    def __init__(self, n_params: int, n_acts: int) -> None:
+        self.count = 0
+        # name -> (shape after the row index, dtype, initial value)
+        self._layout = {
+            "step": ((), np.int64, 0),
+            "grad": ((n_params,), STATS_DTYPE, 0),
+            "hist": ((n_params, _BINS), np.uint64, 0),
+            "weight": ((n_params, 2), np.float64, 0.0),  # sum and sum of squares
+            "change": ((n_params, 2), np.float64, math.nan),  # NaN until measured
+            "act": ((n_acts,), STATS_DTYPE, 0),
+            "clip": ((3,), np.float64, math.nan),  # total norm, max norm, coefficient
+        }
+        # Per row, small Python lists (appending one costs less than writing an
+        # array row): the parameters' shapes and sizes (shared by the rows until
+        # they change), which have a gradient, and per activation whether it was
+        # recorded, its dead units and its units.
+        self.shapes: list[list] = []
+        self.sizes: list[list] = []
+        self.has_grad: list[list[bool]] = []
+        self.act_seen: list[list[bool]] = []
+        self.act_dead: list[list[int]] = []
+        self.act_units: list[list[int]] = []
+        self._grow(16)
+
+    def _grow(self, capacity: int) -> None:
+        for name, (shape, dtype, fill) in self._layout.items():
+            new = np.zeros((capacity, *shape), dtype)
+            if fill:
+                new[...] = fill
+            old = getattr(self, name, None)
+            if old is not None:
+                new[: self.count] = old[: self.count]
+            setattr(self, name, new)
+
+    def new_row(self, step: int, shapes: list, sizes: list) -> int:
+        if self.count == len(self.step):
+            self._grow(2 * self.count)
+        row = self.count
+        self.step[row] = step
+        self.shapes.append(shapes)
+        self.sizes.append(sizes)
+        self.count += 1
+        return row
 
 
 class GradientMonitor:
@@ -140,7 +187,6 @@ class GradientMonitor:
         self.dead_fraction = dead_fraction
         self.saturated_fraction = saturated_fraction
         self.update_range = update_range
-        self.history: list[dict[str, Any]] = []
         self.steps = 0  # step() calls so far; the forward of step k runs while steps == k
 
         # parameter name -> (layer name, tensor); layer order is forward order
@@ -155,85 +201,176 @@ class GradientMonitor:
             for pname, p in own:
                 full = f"{module_name}.{pname}" if module_name else pname
                 self._params.append((full, module_name or "(model)", p))
-        self._activations: dict[str, dict[str, Any]] = {}
-        self._snapshot: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
-        self._handles = [
-            module.register_forward_hook(self._activation_hook(name or "(model)"))
+        self._tensors = [p for _, _, p in self._params]
+
+        # The leaf modules whose outputs are recorded, in module order.
+        leaves = [
+            (name or "(model)", module)
             for name, module in model.named_modules()
             if next(module.children(), None) is None
         ]
+        self._acts = [
+            (name, _kind(m), isinstance(m, ReLU), isinstance(m, (Sigmoid, Tanh)))
+            for name, m in leaves
+        ]
+        self._rows = _Rows(len(self._params), len(leaves))
+        self._built: list[dict[str, Any]] = []  # history's dicts, made when read
+
+        # What the hooks of the current step fill in; step() moves it to a row.
+        self._act_stats = np.zeros(len(leaves), STATS_DTYPE)
+        self._act_seen = [False] * len(leaves)
+        self._act_dead = [0] * len(leaves)
+        self._act_units = [0] * len(leaves)
+        self._recording = True  # whether the current step is recorded
+
+        # The weights at the last record, per dtype: (parameter indices, their values
+        # one after another), and the arrays they were taken of.
+        self._snapshots: list[tuple[list[int], np.ndarray]] = []
+        self._snapshot_of: list[np.ndarray] = []
+        self._dtypes: list[np.dtype] = []
+        self._shapes: list[list[int]] = []
+        self._sizes: list[int] = []
+        self._pending: int | None = None  # the row whose weight change the next step measures
+        self._handles = [
+            module.register_forward_hook(self._activation_hook(j, module))
+            for j, (_, module) in enumerate(leaves)
+        ]
 
     # -- recording -------------------------------------------------------------
-    def _recording(self) -> bool:
-        return self.steps % self.every == 0
+    def _activation_hook(self, j: int, module: Module):
+        if isinstance(module, Sigmoid):
+            threshold, center = _SIGMOID_EDGE, _SIGMOID_CENTER
+        elif isinstance(module, Tanh):
+            threshold, center = _TANH_EDGE, 0.0
+        else:
+            threshold, center = math.inf, 0.0
+        out = self._act_stats[j : j + 1]  # this layer's summary, written in place
 
-    def _activation_hook(self, name: str):
         def hook(module: Module, inputs: tuple, output: Any) -> None:
-            if not (is_grad_enabled() and self._recording()):
+            if not (self._recording and is_grad_enabled() and isinstance(output, Tensor)):
                 return
-            if not isinstance(output, Tensor):
-                return
-            y = output.detach().numpy()
+            y = output._data
             if y.dtype.kind != "f":
                 return
-            self._activations[name] = self._activation_stats(module, y)
+            units = _units(y)
+            self._act_dead[j] = backend.active.unit_stats(out, y, units, threshold, center)
+            self._act_units[j] = units
+            self._act_seen[j] = True
 
         return hook
 
-    def _activation_stats(self, module: Module, y: np.ndarray) -> dict[str, Any]:
-        if isinstance(module, Sigmoid):
-            s = _stats(y, _SIGMOID_EDGE, _SIGMOID_CENTER)
-        elif isinstance(module, Tanh):
-            s = _stats(y, _TANH_EDGE)
-        else:
-            s = _stats(y)
-        finite = s.count - s.n_nan - s.n_inf
-        record: dict[str, Any] = {
-            "kind": _kind(module),
-            "mean": s.sum / finite if finite else math.nan,
-            "std": _std(finite, s.sum, s.sumsq),
-            "max_abs": s.max_abs,
-            "nan": s.n_nan,
-            "inf": s.n_inf,
-        }
-        if isinstance(module, (Sigmoid, Tanh)):
-            record["saturated"] = s.n_above / s.count if s.count else 0.0
-        if isinstance(module, ReLU):
-            # A unit is dead when it is zero for every sample of the batch; with
-            # no zero at all (the usual case) no second pass is needed.
-            units = y.reshape(y.shape[0], -1) if y.ndim > 1 else y.reshape(-1, 1)
-            if s.n_zero == 0 or units.shape[1] == 0:
-                record["dead"] = 0.0
-            else:
-                alive = np.count_nonzero(np.any(units, axis=0))
-                record["dead"] = 1.0 - int(alive) / units.shape[1]
-        return record
-
-    def step(self) -> dict[str, Any] | None:
+    def step(self) -> None:
         """Read every parameter's gradient; call it right after ``backward()``.
 
-        Returns the new history record, or None on a step that ``every`` skips.
+        The record appears in ``history`` (on a step that ``every`` does not skip).
         """
-        self._measure_update()
         index = self.steps
         self.steps += 1
-        activations, self._activations = self._activations, {}
-        if index % self.every != 0:
-            return None
+        rows = self._rows
+        weights = [p._data for p in self._tensors]
+        pending = self._pending  # the last record, whose update this step measures
+        if not self._snapshots_match(weights):
+            pending = None  # first step, or weights replaced by others of another size
+        row = rows.new_row(index, self._shapes, self._sizes) if index % self.every == 0 else None
+        if row is not None or pending is not None:
+            self._measure_weights(weights, row, pending)
+            if pending is not None and pending < len(self._built):
+                self._fill_update(self._built[pending], pending)
+        if row is not None:
+            grads = [None if p.grad is None else p.grad._data for p in self._tensors]
+            backend.active.histogram_stats(rows.grad[row], rows.hist[row], grads)
+            rows.has_grad.append([g is not None for g in grads])
+            rows.act[row] = self._act_stats
+            rows.act_seen.append(self._act_seen)
+            rows.act_dead.append(self._act_dead[:])
+            rows.act_units.append(self._act_units[:])
+        self._pending = row
+        self._act_seen = [False] * len(self._acts)
+        self._recording = self.steps % self.every == 0
 
+    def _measure_weights(self, weights: list[np.ndarray], row: int | None, pending: int | None):
+        """One pass over the weights: the change since the snapshot (the pending
+        record's update), and on a recorded step their sums and a new snapshot.
+        One call per dtype: a single one unless the model mixes dtypes."""
+        rows = self._rows
+        sums = None if row is None else rows.weight[row]
+        change = None if pending is None else rows.change[pending]
+        for index, snapshot in self._snapshots:
+            if len(index) == len(weights):
+                backend.active.change_stats(sums, change, snapshot, weights, row is not None)
+                continue
+            part_sums = None if sums is None else np.zeros((len(index), 2))
+            part_change = None if change is None else np.zeros((len(index), 2))
+            group = [weights[i] for i in index]
+            backend.active.change_stats(part_sums, part_change, snapshot, group, row is not None)
+            if sums is not None:
+                sums[index] = part_sums
+            if change is not None:
+                change[index] = part_change
+
+    def _snapshots_match(self, weights: list[np.ndarray]) -> bool:
+        """True when the snapshots fit these weight arrays (the same arrays as last
+        time, as optimizers update in place, or of the same sizes and dtypes);
+        otherwise make new ones, with nothing to compare against yet, and return
+        False. A snapshot holds the weights of one dtype one after another."""
+        if self._snapshot_of and all(map(operator.is_, weights, self._snapshot_of)):
+            return True
+        dtypes = [w.dtype for w in weights]
+        sizes = [w.size for w in weights]
+        fit = bool(self._snapshot_of) and sizes == self._sizes and dtypes == self._dtypes
+        if not fit:
+            self._snapshots = []
+            for dtype in dict.fromkeys(dtypes):
+                index = [i for i, d in enumerate(dtypes) if d == dtype]
+                snapshot = np.empty(sum(sizes[i] for i in index), dtype)
+                self._snapshots.append((index, snapshot))
+        self._snapshot_of = weights
+        self._shapes = [list(w.shape) for w in weights]
+        self._sizes, self._dtypes = sizes, dtypes
+        return fit
+
+    def record_clip(self, total_norm: Any, max_norm: float) -> None:
+        """Note that ``clip_grad_norm_`` ran on this step: pass what it returned and
+        its ``max_norm``. The coefficient is PyTorch's ``min(1, max_norm / (total + 1e-6))``."""
+        row = self._pending
+        if row is None:
+            return  # a step that ``every`` skipped
+        total = float(total_norm.item() if hasattr(total_norm, "item") else total_norm)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            coef = min(1.0, float(max_norm) / (total + 1e-6)) if math.isfinite(total) else math.nan
+        self._rows.clip[row] = (total, float(max_norm), coef)
+        if row < len(self._built):
+            self._built[row]["clip"] = self._clip(row)
+
+    def remove(self) -> None:
+        """Detach the forward hooks; the history stays."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    # -- history: dicts made from the rows when read ------------------------------
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One dict per recorded step (see the class docstring); plain data."""
+        while len(self._built) < self._rows.count:
+            self._built.append(self._record(len(self._built)))
+        return self._built
+
+    def _record(self, row: int) -> dict[str, Any]:
+        rows = self._rows
         params: dict[str, dict[str, Any]] = {}
         layers: dict[str, dict[str, Any]] = {}
-        weights: dict[str, np.ndarray] = {}
+        grads, weights = rows.grad[row].tolist(), rows.weight[row].tolist()
+        has_grad, hists = rows.has_grad[row], rows.hist[row].tolist()
+        shapes, sizes = rows.shapes[row], rows.sizes[row]
         total_sumsq = 0.0
-        for name, layer, p in self._params:
-            w = p.detach().numpy()
-            ws = _stats(w)
-            weights[name] = w.copy()
+        for i, (name, layer, _) in enumerate(self._params):
+            w_count, (w_sum, w_sumsq) = sizes[i], weights[i]
             entry: dict[str, Any] = {
                 "layer": layer,
-                "shape": list(w.shape),
-                "weight_norm": math.sqrt(ws.sumsq),
-                "weight_std": _std(ws.count, ws.sum, ws.sumsq),
+                "shape": list(shapes[i]),
+                "weight_norm": math.sqrt(w_sumsq),
+                "weight_std": _std(w_count, w_sum, w_sumsq),
                 "update_log10": None,
             }
             agg = layers.setdefault(
@@ -251,28 +388,31 @@ class GradientMonitor:
                     "update_log10": None,
                 },
             )
-            agg["w_count"] += ws.count
-            agg["w_sum"] += ws.sum
-            agg["w_sumsq"] += ws.sumsq
-            if p.grad is None:
+            agg["w_count"] += w_count
+            agg["w_sum"] += w_sum
+            agg["w_sumsq"] += w_sumsq
+            if not has_grad[i]:
                 entry.update(grad_norm=None, max_abs=None, nan=0, inf=0, hist=None)
             else:
-                g = p.grad.numpy()
-                gs = _stats(g)
-                clean = gs.n_nan == 0 and gs.n_inf == 0
-                norm = math.sqrt(gs.sumsq) if clean else math.nan
+                _, _, sumsq, max_abs, _, _, nan, inf = grads[i]
+                clean = nan == 0 and inf == 0
+                bound = max_abs if max_abs > 0 else 1.0
+                width = 2.0 * bound / _BINS
                 entry.update(
-                    grad_norm=norm,
-                    max_abs=gs.max_abs if clean else math.inf,
-                    nan=gs.n_nan,
-                    inf=gs.n_inf,
-                    hist=_histogram(g, gs.max_abs, clean),
+                    grad_norm=math.sqrt(sumsq) if clean else math.nan,
+                    max_abs=max_abs if clean else math.inf,
+                    nan=nan,
+                    inf=inf,
+                    hist={
+                        "counts": hists[i],
+                        "edges": [-bound + k * width for k in range(_BINS + 1)],
+                    },
                 )
-                total_sumsq += gs.sumsq if clean else math.nan
-                agg["grad_sumsq"] += gs.sumsq if clean else math.nan
+                total_sumsq += sumsq if clean else math.nan
+                agg["grad_sumsq"] += sumsq if clean else math.nan
                 agg["max_abs"] = max(agg["max_abs"], entry["max_abs"])
-                agg["nan"] += gs.n_nan
-                agg["inf"] += gs.n_inf
+                agg["nan"] += nan
+                agg["inf"] += inf
                 agg["has_grad"] = True
             entry["grad_to_weight"] = (
                 entry["grad_norm"] / entry["weight_norm"]
@@ -296,54 +436,65 @@ class GradientMonitor:
                 del agg[key]
 
         record = {
-            "step": index,
+            "step": int(rows.step[row]),
             "global_norm": math.sqrt(total_sumsq),
-            "clip": None,
+            "clip": self._clip(row),
             "params": params,
             "layers": layers,
-            "activations": activations,
+            "activations": self._activations(row),
         }
-        self.history.append(record)
-        self._snapshot = (record, weights)
+        self._fill_update(record, row)
         return record
 
-    def record_clip(self, total_norm: Any, max_norm: float) -> None:
-        """Note that ``clip_grad_norm_`` ran on this step: pass what it returned and
-        its ``max_norm``. The coefficient is PyTorch's ``min(1, max_norm / (total + 1e-6))``."""
-        if not self.history or self.history[-1]["step"] != self.steps - 1:
-            return  # a step that ``every`` skipped
-        total = float(total_norm.item() if hasattr(total_norm, "item") else total_norm)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            coef = min(1.0, float(max_norm) / (total + 1e-6)) if math.isfinite(total) else math.nan
-        self.history[-1]["clip"] = {"total_norm": total, "max_norm": float(max_norm), "coef": coef}
+    def _activations(self, row: int) -> dict[str, dict[str, Any]]:
+        rows = self._rows
+        seen = rows.act_seen[row]
+        stats, dead, units = rows.act[row].tolist(), rows.act_dead[row], rows.act_units[row]
+        found: dict[str, dict[str, Any]] = {}
+        for j, (name, kind, is_relu, saturates) in enumerate(self._acts):
+            if not seen[j]:
+                continue
+            count, total, sumsq, max_abs, _, n_above, nan, inf = stats[j]
+            finite = count - nan - inf
+            act: dict[str, Any] = {
+                "kind": kind,
+                "mean": total / finite if finite else math.nan,
+                "std": _std(finite, total, sumsq),
+                "max_abs": max_abs,
+                "nan": nan,
+                "inf": inf,
+            }
+            if saturates:
+                act["saturated"] = n_above / count if count else 0.0
+            if is_relu:
+                act["dead"] = dead[j] / units[j] if units[j] else 0.0
+            found[name] = act
+        return found
 
-    def _measure_update(self) -> None:
-        """Fill in std(delta w) / std(w) for the last recorded step, from the weight copy."""
-        if self._snapshot is None:
-            return
-        record, before = self._snapshot
-        self._snapshot = None
-        layer_delta: dict[str, list[float]] = {}
-        for name, layer, p in self._params:
-            delta = p.detach().numpy() - before[name]
-            ds = _stats(delta)
+    def _clip(self, row: int) -> dict[str, float] | None:
+        total, max_norm, coef = self._rows.clip[row].tolist()
+        if math.isnan(max_norm):
+            return None
+        return {"total_norm": total, "max_norm": max_norm, "coef": coef}
+
+    def _fill_update(self, record: dict[str, Any], row: int) -> None:
+        """log10 std(delta w) / std(w) per parameter and per layer, once the next
+        step has measured the change (None until then)."""
+        rows = self._rows
+        change, sizes = rows.change[row].tolist(), rows.sizes[row]
+        layer_change: dict[str, list[float]] = {}
+        for i, (name, layer, _) in enumerate(self._params):
+            count = sizes[i]
+            total, sumsq = change[i]
             entry = record["params"][name]
-            entry["update_log10"] = _log_ratio(
-                _std(ds.count, ds.sum, ds.sumsq), entry["weight_std"]
-            )
-            acc = layer_delta.setdefault(layer, [0, 0.0, 0.0])
-            acc[0] += ds.count
-            acc[1] += ds.sum
-            acc[2] += ds.sumsq
-        for layer, (count, total, sumsq) in layer_delta.items():
+            entry["update_log10"] = _log_ratio(_std(count, total, sumsq), entry["weight_std"])
+            acc = layer_change.setdefault(layer, [0, 0.0, 0.0])
+            acc[0] += count
+            acc[1] += total
+            acc[2] += sumsq
+        for layer, (count, total, sumsq) in layer_change.items():
             agg = record["layers"][layer]
             agg["update_log10"] = _log_ratio(_std(count, total, sumsq), agg["weight_std"])
-
-    def remove(self) -> None:
-        """Detach the forward hooks; the history stays."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
 
     # -- reading -------------------------------------------------------------------
     def _ordered_rows(self, record: dict[str, Any]) -> list[str]:

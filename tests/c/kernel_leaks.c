@@ -73,8 +73,17 @@ static void check(int status, const char *what, size_t size)
         check(mg_adam_step_##S(n, out, state, state2, g, 3, 1e-3, 0.9, 0.999, 1e-8,      \
                                1e-2, 1),                                                 \
               "adam", n);                                                                \
-        mg_tensor_stats st;                                                              \
+        mg_tensor_stats st, lst[3];                                                      \
+        unsigned long long hist[3 * 10], dead;                                           \
+        double sums[6], change[6];                                                       \
+        T *snapshot = fill_##S(n + n / 2, 17);                                           \
         check(mg_tensor_stats_##S(n, &st, x, 0.5, 0.0), "tensor_stats", n);              \
+        check(mg_histogram_stats_##S(3, lst, hist, 10, bufs, lens), "histogram_stats", n); \
+        check(mg_change_stats_##S(3, sums, change, snapshot, bufs, lens, 1),             \
+              "change_stats", n);                                                        \
+        check(mg_change_stats_##S(3, NULL, change, snapshot, bufs, lens, 0),             \
+              "change_stats", n);                                                        \
+        free(snapshot);                                                                  \
         /* Matrix kernels on (rows, cols) = (n / c, c) for a few column counts. */       \
         static const size_t cols[] = {1, 3, 16, 17};                                     \
         for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {                   \
@@ -97,6 +106,8 @@ static void check(int status, const char *what, size_t size)
             check(mg_layer_norm_backward_##S(r, c, out, gw, gb, g, x, mean, invstd, w),  \
                   "layer_norm_backward", n);                                             \
             check(mg_row_norms_##S(r, c, out, x), "row_norms", n);                       \
+            check(mg_unit_stats_##S(r, c, &st, &dead, y, 0.49, 0.5), "unit_stats", n);  \
+            check(mg_unit_stats_##S(r, c, &st, &dead, state, INFINITY, 0.0), "unit_stats", n); \
             check(mg_adaptive_clip_##S(r, c, out, y, 0.01, 1e-3), "adaptive_clip", n);   \
             /* GEMM: (r x c) times (c x r) and the transposed forms, bias per column. */ \
             size_t m = r < 300 ? r : 300; /* the first m rows: a product of m x m */     \

@@ -133,7 +133,8 @@ def _deep_relu(steps: int, seed: int) -> dict[str, Any]:
             loss = loss_fn(model(x), y)
             optimizer.zero_grad()
             loss.backward()
-            record = monitor.step()
+            monitor.step()
+            record = monitor.history[-1]
             layers = [v["grad_norm"] for v in record["layers"].values()]
             log.append(
                 {

@@ -1,0 +1,288 @@
+"""The C statistics kernels GradientMonitor uses (unit_stats, histogram_stats,
+change_stats) against the NumPy reference backend.
+
+Tolerances, as for tensor_stats in test_kernels_clip_optim.py: counts, max |x|
+and histogram bins exactly equal (a bin is decided by the same float64
+arithmetic on both sides); float64 sums within 1e-12 of the summed
+magnitudes (16 lanes against NumPy's pairwise order). Every instruction set
+and thread count give the very same bits.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+if os.environ.get("MINIGRAD_ALLOW_NO_C") == "1":
+    pytest.importorskip("minigrad._C", reason="C extension not built (MINIGRAD_ALLOW_NO_C=1)")
+
+from kernel_checks import (
+    SIMD_LEVELS,
+    assert_forced_isa_agrees,
+    assert_thread_counts_agree,
+    close,
+)
+
+from minigrad.backend.base import MAX_BINS, STATS_DTYPE
+from minigrad.backend.c import CBackend
+from minigrad.backend.numpy import NumpyBackend
+
+C = CBackend()
+REF = NumpyBackend()
+DTYPES = [np.float32, np.float64]
+SIZES = [0, 1, 7, 16, 17, 1000, 4096, 4097, (1 << 15) + 3]
+EXACT = ["count", "n_zero", "n_above", "n_nan", "n_inf", "max_abs"]
+
+
+def _values(dtype, n, rng, kind):
+    x = (rng.standard_normal(n) * 2).astype(dtype)
+    if n and kind == "nan":
+        x[n // 2] = np.nan
+    elif n and kind == "inf":
+        x[n // 3] = np.inf
+        x[-1] = -np.inf
+    elif n and kind == "zeros":
+        x[::3] = 0.0
+        x[1::7] = -0.0
+    elif n and kind == "tiny":
+        x *= dtype(np.finfo(dtype).smallest_subnormal)
+    elif n and kind == "huge":
+        with np.errstate(over="ignore"):
+            x *= dtype(np.finfo(dtype).max / 4)
+    return x
+
+
+KINDS = ["plain", "nan", "inf", "zeros", "tiny", "huge"]
+
+
+def _assert_summaries_agree(got, want):
+    for field in EXACT:
+        np.testing.assert_array_equal(got[field], want[field], err_msg=field)
+    # Sums that overflow a double do so at a point that depends on the order.
+    ok = np.isfinite(want["sumsq"])
+    got, want = got[ok], want[ok]
+    scale = np.sqrt(want["sumsq"] * np.maximum(want["count"], 1))
+    close(got["sum"], want["sum"], 1e-12, scale=float(scale.max(initial=0.0)), what="sum")
+    close(got["sumsq"], want["sumsq"], 1e-12, what="sumsq")
+
+
+# -- unit_stats ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (1, 1), (64, 128), (33, 17), (300, 257)])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_unit_stats(dtype, shape):
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    rows, units = shape
+    for kind in KINDS:
+        x = np.maximum(_values(dtype, rows * units, rng, kind).reshape(shape), 0)
+        if rows and units > 4:
+            x[:, 1] = 0  # dead
+            x[:, 3] = -0.0  # dead too
+            x[:, 2] = 0
+            x[rows // 2, 2] = np.nan  # a NaN is not zero: alive
+        for threshold, center in ((np.inf, 0.0), (0.49, 0.5), (0.97, 0.0)):
+            got, want = np.zeros(1, STATS_DTYPE), np.zeros(1, STATS_DTYPE)
+            with np.errstate(all="ignore"):
+                dead_c = C.unit_stats(got, x, units, threshold, center)
+                dead_ref = REF.unit_stats(want, x, units, threshold, center)
+            assert dead_c == dead_ref
+            _assert_summaries_agree(got, want)
+        if rows and units > 4:
+            assert dead_ref >= 2
+
+
+def test_unit_stats_dead_units_by_hand():
+    x = np.array([[0, 1, 0, -0.0], [0, 0, np.nan, 0], [0, 2, 0, 0]], np.float32)
+    out = np.zeros(1, STATS_DTYPE)
+    assert C.unit_stats(out, x, 4) == REF.unit_stats(out, x, 4) == 2  # units 0 and 3
+    assert C.unit_stats(out, np.ones((3, 4)), 4) == 0
+    assert C.unit_stats(out, np.zeros(0, np.float32), 0) == 0
+    assert C.unit_stats(out, np.zeros((2, 6), np.float32), 3) == 3  # (4, 3) seen as rows of 3
+
+
+# -- histogram_stats ---------------------------------------------------------------------
+
+
+def _histograms(backend, arrays, bins):
+    out = np.zeros(len(arrays), STATS_DTYPE)
+    hist = np.zeros((len(arrays), bins), np.uint64)
+    with np.errstate(all="ignore"):
+        backend.histogram_stats(out, hist, arrays)
+    return out, hist
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bins", [1, 2, 7, 10, MAX_BINS])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_histogram_stats(dtype, kind, bins):
+    rng = np.random.default_rng(bins)
+    arrays = [_values(dtype, n, rng, kind) for n in SIZES]
+    arrays.insert(2, None)  # a parameter without a gradient
+    arrays.append(np.zeros(50, dtype))  # all zero: b = 1, every element in the middle bin
+    got, got_hist = _histograms(C, arrays, bins)
+    want, want_hist = _histograms(REF, arrays, bins)
+    np.testing.assert_array_equal(got_hist, want_hist)
+    _assert_summaries_agree(got, want)
+    finite = want["count"] - want["n_nan"] - want["n_inf"]
+    np.testing.assert_array_equal(got_hist.sum(axis=1), finite)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bins", [2, 3, 10, 11])
+def test_histogram_bins_at_their_edges(dtype, bins):
+    """Values a few ulps around every edge, 0 and -0.0 included, and around the
+    middle edge (where the position's rounding moves the edge off 0 by many
+    ulps): each lands in the bin the float64 formula gives."""
+    bound = dtype(3.7)
+    half = bins / 2
+    values = [bound, -bound, dtype(0.0), dtype(-0.0)]
+    for k in range(1, bins):
+        edge = dtype(float(bound) * (k - half) / half)
+        around = [edge]
+        for direction in (np.inf, -np.inf):
+            v = edge
+            for _ in range(3):
+                v = np.nextafter(v, dtype(direction))
+                around.append(v)
+        values += around
+    tiny = np.finfo(dtype).eps * float(bound)
+    values += list((np.linspace(-4, 4, 81) * tiny).astype(dtype))
+    x = np.array(values, dtype)
+    _, got = _histograms(C, [x], bins)
+    _, want = _histograms(REF, [x], bins)
+    np.testing.assert_array_equal(got, want)
+    position = np.floor(x.astype(np.float64) / float(bound) * half + half)
+    expected = np.bincount(np.clip(position, 0, bins - 1).astype(int), minlength=bins)
+    np.testing.assert_array_equal(got[0], expected)
+
+
+def test_histogram_matches_numpy_histogram_on_random_data():
+    g = np.random.default_rng(5).standard_normal((128, 64)).astype(np.float32)
+    _, hist = _histograms(C, [g], 10)
+    bound = np.abs(g).max()
+    counts, _ = np.histogram(g, bins=10, range=(-bound, bound))
+    np.testing.assert_array_equal(hist[0], counts)
+
+
+# -- change_stats ------------------------------------------------------------------------
+
+
+def _change(backend, arrays, snapshot, sums=True, change=True, copy=True):
+    s = np.zeros((len(arrays), 2)) if sums else None
+    c = np.zeros((len(arrays), 2)) if change else None
+    with np.errstate(all="ignore"):
+        backend.change_stats(s, c, snapshot, arrays, copy)
+    return s, c
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_change_stats(dtype, kind):
+    rng = np.random.default_rng(7)
+    arrays = [_values(dtype, n, rng, kind) for n in SIZES]
+    arrays[5] = arrays[5].reshape(50, 20).T  # strided: read in C order
+    total = sum(a.size for a in arrays)
+    start = (rng.standard_normal(total) * 2).astype(dtype)
+    for sums, change, copy in ((True, True, True), (False, True, False), (True, False, True)):
+        snap_c, snap_ref = start.copy(), start.copy()
+        got = _change(C, arrays, snap_c, sums, change, copy)
+        want = _change(REF, arrays, snap_ref, sums, change, copy)
+        for g, w in zip(got, want, strict=True):
+            if w is None:
+                assert g is None
+                continue
+            # NaN and inf elements make NaN or inf sums on both sides; finite
+            # sums are compared (an overflow's point depends on the order)
+            np.testing.assert_array_equal(np.isfinite(g[:, 1]), np.isfinite(w[:, 1]))
+            ok = np.isfinite(w[:, 1])
+            g, w = g[ok], w[ok]
+            scale = float(np.sqrt(w[:, 1] * total).max(initial=0.0))
+            close(g[:, 0], w[:, 0], 1e-12, scale=scale, what="sum")
+            close(g[:, 1], w[:, 1], 1e-12, what="sum of squares")
+        np.testing.assert_array_equal(snap_c, snap_ref)
+        flat = np.concatenate([a.ravel() for a in arrays]) if copy else start
+        np.testing.assert_array_equal(snap_c, flat)
+
+
+def test_change_stats_by_hand():
+    w = [np.array([1.0, 2.0, 4.0], np.float32), np.array([[0.5]], np.float32)]
+    snap = np.array([1.0, 1.0, 1.0, 0.25], np.float32)
+    sums, change = _change(C, w, snap)
+    np.testing.assert_array_equal(sums, [[7.0, 21.0], [0.5, 0.25]])
+    np.testing.assert_array_equal(change, [[4.0, 10.0], [0.25, 0.0625]])
+    np.testing.assert_array_equal(snap, [1.0, 2.0, 4.0, 0.5])
+    # a float32 difference is taken in double: no rounding to float32
+    a, b = np.float32(1.0000001), np.float32(1e-8)
+    _, change = _change(C, [np.array([a])], np.array([b]), sums=False, copy=False)
+    assert change[0, 0] == float(a) - float(b)
+
+
+# -- bad arguments: a clear error from both backends, never a write out of bounds ------
+
+
+@pytest.mark.parametrize("backend", [C, REF], ids=["c", "numpy"])
+def test_bad_arguments(backend):
+    x = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="unit_stats: out"):
+        backend.unit_stats(np.zeros(1), x, 3)
+    with pytest.raises(ValueError, match="unit_stats: units"):
+        backend.unit_stats(np.zeros(1, STATS_DTYPE), x, 5)
+    with pytest.raises(ValueError, match="histogram_stats: out"):
+        backend.histogram_stats(np.zeros(1, STATS_DTYPE), np.zeros((2, 10), np.uint64), [x, x])
+    for bins in (0, MAX_BINS + 1):
+        with pytest.raises(ValueError, match="histogram_stats: hist"):
+            backend.histogram_stats(np.zeros(1, STATS_DTYPE), np.zeros((1, bins), np.uint64), [x])
+    with pytest.raises(ValueError, match="change_stats: snapshot"):
+        backend.change_stats(None, np.zeros((1, 2)), np.zeros(11, np.float32), [x], False)
+    with pytest.raises(ValueError, match="change_stats: snapshot"):
+        backend.change_stats(None, None, np.zeros(12), [x], True)  # float64 for float32
+    with pytest.raises(ValueError, match="change_stats: sums"):
+        backend.change_stats(np.zeros((1, 3)), None, None, [x], False)
+
+
+def test_float16_and_mixed_lists_fall_back_to_the_reference():
+    half = np.linspace(-1, 1, 9).astype(np.float16)
+    arrays = [half, np.linspace(-1, 1, 5)]
+    got, got_hist = _histograms(C, arrays, 10)
+    want, want_hist = _histograms(REF, arrays, 10)
+    np.testing.assert_array_equal(got_hist, want_hist)
+    np.testing.assert_array_equal(got["sumsq"], want["sumsq"])
+
+
+# -- every thread count and instruction set computes the same bits ---------------------
+
+
+def isa_outputs() -> dict:
+    rng = np.random.default_rng(78)
+    out = {}
+    for dtype in DTYPES:
+        key = np.dtype(dtype).name
+        # the large buffers are above the size where kernels use threads
+        arrays = [_values(dtype, n, rng, "plain") for n in (5, 1 << 21, (1 << 21) + 9)]
+        stats, hist = _histograms(C, arrays, 10)
+        out[f"hist_{key}"] = hist
+        out[f"hist_stats_{key}"] = np.array(stats.tolist(), np.float64)
+        snapshot = np.zeros(sum(a.size for a in arrays), dtype)
+        sums, change = _change(C, arrays, snapshot)
+        out[f"sums_{key}"], out[f"change_{key}"] = sums, change
+        relu = np.maximum(arrays[1], 0).reshape(4096, 512)
+        relu[:, 7] = 0
+        unit = np.zeros(1, STATS_DTYPE)
+        out[f"dead_{key}"] = np.array(C.unit_stats(unit, relu, 512, 0.49, 0.5))
+        out[f"unit_{key}"] = np.array(unit.tolist(), np.float64)
+    return out
+
+
+def test_threads_give_identical_bits():
+    assert_thread_counts_agree(C, isa_outputs)
+
+
+@pytest.mark.parametrize("isa", SIMD_LEVELS)
+def test_forced_isa_gives_identical_bits(isa, tmp_path):
+    assert_forced_isa_agrees("test_kernels_stats", isa_outputs, isa, SIMD_LEVELS, tmp_path)
