@@ -205,6 +205,14 @@ int mg_adaptive_clip_f64(size_t r, size_t k, double *grad, const double *param,
  * minigrad/backend/base.py. momentum_buffer is not used (and may be NULL)
  * when momentum is 0; first_step fills it with the step's direction. step
  * is Adam's 1-based step count; decoupled selects AdamW.
+ *
+ * The _multi kernels update `count` parameters with shared hyperparameters
+ * (an optimizer's group) in one call: tensor i is params[i] and its state,
+ * lens[i] elements each, with its own first_steps[i] (nonzero: the first
+ * step; the array may be NULL for none) or Adam step count steps[i]. Each
+ * tensor gets the very bits the single-parameter kernel gives it; the
+ * threads split the elements of all the tensors together. momentum_buffers
+ * may be NULL when momentum is 0. No two tensors may overlap.
  */
 int mg_sgd_step_f32(size_t n, float *param, float *momentum_buffer, const float *grad,
                     double lr, double momentum, double dampening, double weight_decay,
@@ -218,6 +226,22 @@ int mg_adam_step_f32(size_t n, float *param, float *exp_avg, float *exp_avg_sq,
 int mg_adam_step_f64(size_t n, double *param, double *exp_avg, double *exp_avg_sq,
                      const double *grad, long long step, double lr, double beta1, double beta2,
                      double eps, double weight_decay, int decoupled);
+int mg_sgd_step_multi_f32(size_t count, float *const *params, float *const *momentum_buffers,
+                          const float *const *grads, const size_t *lens, const int *first_steps,
+                          double lr, double momentum, double dampening, double weight_decay,
+                          int nesterov);
+int mg_sgd_step_multi_f64(size_t count, double *const *params, double *const *momentum_buffers,
+                          const double *const *grads, const size_t *lens, const int *first_steps,
+                          double lr, double momentum, double dampening, double weight_decay,
+                          int nesterov);
+int mg_adam_step_multi_f32(size_t count, float *const *params, float *const *exp_avgs,
+                           float *const *exp_avg_sqs, const float *const *grads,
+                           const size_t *lens, const long long *steps, double lr, double beta1,
+                           double beta2, double eps, double weight_decay, int decoupled);
+int mg_adam_step_multi_f64(size_t count, double *const *params, double *const *exp_avgs,
+                           double *const *exp_avg_sqs, const double *const *grads,
+                           const size_t *lens, const long long *steps, double lr, double beta1,
+                           double beta2, double eps, double weight_decay, int decoupled);
 
 /* ---- tensor statistics (csrc/stats.c) ----------------------------------- */
 /*

@@ -16,6 +16,19 @@ def param():
     return mg.zeros(2, requires_grad=True)
 
 
+ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False)
+SGD = dict(lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False)
+
+
+def f32(*shape):
+    return np.zeros(shape, np.float32)
+
+
+def read_only(a):
+    a.flags.writeable = False
+    return a
+
+
 CASES = [
     # (id, call, exception, pattern the message must match)
     ("tensor-float16", lambda: mg.tensor(np.zeros(2, np.float16)), TypeError, "tensor: dtype float16"),
@@ -79,6 +92,11 @@ CASES = [
     ("DataLoader-lengths", lambda: mg.data.DataLoader((np.zeros(3), np.zeros(4))), ValueError, "DataLoader: the arrays"),
     ("set_backend", lambda: mg.set_backend("gpu"), ValueError, "set_backend: name"),
     ("set_num_threads", lambda: mg.set_num_threads(0), ValueError, "set_num_threads: n"),
+    ("adam_step_multi-lengths", lambda: mg.backend.active.adam_step_multi_([f32(2)], [], [], [], steps=[], **ADAM), ValueError, "adam_step_multi_: grads has 0 entries but params has 1"),
+    ("adam_step_multi-shape", lambda: mg.backend.active.adam_step_multi_([f32(2)], [f32(3)], [f32(2)], [f32(2)], steps=[1], **ADAM), ValueError, r"adam_step_multi_: grads\[0\] has shape \(3,\) but params\[0\] has shape \(2,\)"),
+    ("adam_step_multi-int", lambda: mg.backend.active.adam_step_multi_([np.zeros(2, np.int32)], [f32(2)], [f32(2)], [f32(2)], steps=[1], **ADAM), TypeError, r"adam_step_multi_: params\[0\] must be a float32 or float64 array, got int32"),
+    ("sgd_step_multi-dtype", lambda: mg.backend.active.sgd_step_multi_([f32(2)], [np.zeros(2, np.float16)], None, first_steps=[True], **SGD), TypeError, r"sgd_step_multi_: grads\[0\] is float16 but params\[0\] is float32"),
+    ("sgd_step_multi-read-only", lambda: mg.backend.active.sgd_step_multi_([read_only(f32(2))], [f32(2)], None, first_steps=[True], **SGD), ValueError, r"sgd_step_multi_: params\[0\] is read-only"),
     ("gradcheck-float32", lambda: mg.gradcheck(lambda t: t * 2, [mg.randn(2, requires_grad=True)]), TypeError, "gradcheck: input 0 is float32"),
 ]  # fmt: skip
 

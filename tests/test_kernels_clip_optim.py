@@ -233,6 +233,183 @@ def test_tensor_stats(dtype, n, kind):
         close(np.float64(got.sumsq), np.float64(want.sumsq), 1e-12)
 
 
+# -- one call for a group of parameters -------------------------------------------
+
+# Sizes around the vector widths, empty tensors among them, and enough elements
+# in all that two threads split the group (inside the large tensor).
+GROUP_SIZES = [0, 1, 7, 15, 16, 17, 0, 31, 33, 1000, (1 << 15) + 3, (1 << 21) + 5, 5]
+
+
+def _group(dtype, sizes, rng):
+    return [rng.standard_normal(n).astype(dtype) for n in sizes]
+
+
+def _copies(arrays):
+    return [a.copy() for a in arrays]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "decoupled, weight_decay, beta1", [(False, 0.0, 0.9), (False, 1e-2, 0.9), (True, 1e-2, 0.3)]
+)
+def test_adam_step_multi_equals_one_parameter_at_a_time(dtype, decoupled, weight_decay, beta1):
+    rng = np.random.default_rng(11)
+    start = _group(dtype, GROUP_SIZES, rng)
+    zeros = [np.zeros_like(a) for a in start]
+    # three ways: C in one call, C per parameter, the reference in one call
+    runs = [(_copies(start), _copies(zeros), _copies(zeros)) for _ in range(3)]
+    hyper = dict(lr=1e-3, beta1=beta1, beta2=0.999, eps=1e-8, weight_decay=weight_decay)
+    for step in range(1, 4):
+        grads = [_special(dtype, a.size, rng, ["plain", "tiny", "inf"][step - 1]) for a in start]
+        grads_before = _copies(grads)
+        # each parameter its own step count, as when some were skipped
+        steps = [step + i % 3 for i in range(len(start))]
+        with np.errstate(all="ignore"):
+            p, m, v = runs[0]
+            C.adam_step_multi_(p, grads, m, v, steps=steps, decoupled=decoupled, **hyper)
+            p, m, v = runs[1]
+            for i in range(len(p)):
+                C.adam_step_(
+                    p[i], grads[i], m[i], v[i], step=steps[i], decoupled=decoupled, **hyper
+                )
+            p, m, v = runs[2]
+            REF.adam_step_multi_(p, grads, m, v, steps=steps, decoupled=decoupled, **hyper)
+        for g, before in zip(grads, grads_before, strict=True):
+            np.testing.assert_array_equal(g, before)
+        for other in runs[1:]:
+            for got_list, want_list in zip(runs[0], other, strict=True):
+                for i, (got, want) in enumerate(zip(got_list, want_list, strict=True)):
+                    np.testing.assert_array_equal(got, want, err_msg=f"tensor {i}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", range(len(SGD_CASES)))
+def test_sgd_step_multi_equals_one_parameter_at_a_time(dtype, case):
+    kw = SGD_CASES[case]
+    rng = np.random.default_rng(12 + case)
+    start = _group(dtype, GROUP_SIZES, rng)
+    with_buffers = kw["momentum"] != 0.0
+    buffers = _group(dtype, GROUP_SIZES, rng)  # some tensors start mid-run
+    runs = [(_copies(start), _copies(buffers)) for _ in range(3)]
+    for step in range(3):
+        grads = [_special(dtype, a.size, rng, "plain" if step < 2 else "nan") for a in start]
+        grads_before = _copies(grads)
+        # parameters join at different steps: a first step for some, not others
+        first = [step == i % 2 for i in range(len(start))]
+        p, b = runs[0]
+        C.sgd_step_multi_(p, grads, b if with_buffers else None, first_steps=first, lr=0.1, **kw)
+        p, b = runs[1]
+        for i in range(len(p)):
+            C.sgd_step_(p[i], grads[i], b[i] if with_buffers else None, lr=0.1,
+                        first_step=first[i], **kw)  # fmt: skip
+        p, b = runs[2]
+        REF.sgd_step_multi_(p, grads, b if with_buffers else None, first_steps=first, lr=0.1, **kw)
+        for g, before in zip(grads, grads_before, strict=True):
+            np.testing.assert_array_equal(g, before)
+        for other in runs[1:]:
+            for i in range(len(start)):
+                np.testing.assert_array_equal(runs[0][0][i], other[0][i], err_msg=f"param {i}")
+                if with_buffers:
+                    np.testing.assert_array_equal(runs[0][1][i], other[1][i], err_msg=f"buf {i}")
+
+
+ADAM_HYPER = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2, decoupled=True)
+
+
+@pytest.mark.parametrize("backend", [C, REF], ids=["c", "numpy"])
+def test_multi_updates_of_no_parameters(backend):
+    backend.adam_step_multi_([], [], [], [], steps=[], **ADAM_HYPER)
+    backend.sgd_step_multi_(
+        [], [], None, first_steps=[], lr=0.1, momentum=0.0, dampening=0.0,
+        weight_decay=0.0, nesterov=False,
+    )  # fmt: skip
+
+
+def _adam_group_both_ways(params, grads, steps):
+    """(the group after one C multi call, the group after the reference per tensor)."""
+    runs = []
+    for backend in (C, REF):
+        # copies that keep a strided parameter out of C order
+        p = [np.array(a, order="F") for a in params]
+        m = [np.zeros(a.shape, a.dtype) for a in params]
+        v = [np.zeros(a.shape, a.dtype) for a in params]
+        backend.adam_step_multi_(p, grads, m, v, steps=steps, **ADAM_HYPER)
+        runs.append(p)
+    return runs
+
+
+def test_adam_step_multi_groups_c_cannot_take_in_one_call():
+    """Mixed dtypes, a strided parameter or float16 go one parameter at a time."""
+    rng = np.random.default_rng(13)
+    mixed = [rng.standard_normal(40).astype(np.float32), rng.standard_normal(9)]
+    strided = [rng.standard_normal((6, 5)).astype(np.float32)[:, ::2] for _ in range(2)]
+    half = [rng.standard_normal(10).astype(np.float16)]
+    for params in (mixed, strided, half):
+        grads = [np.ones_like(a) for a in params]
+        got, want = _adam_group_both_ways(params, grads, [1] * len(params))
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_parameter_listed_twice_is_updated_twice_in_order():
+    rng = np.random.default_rng(14)
+    n = 300_000  # above the size where an update is split across threads
+    p, g = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    want, wm, wv = p.copy(), m.copy(), v.copy()
+    C.adam_step_multi_([p, p], [g, g], [m, m], [v, v], steps=[1, 2], **ADAM_HYPER)
+    for step in (1, 2):
+        REF.adam_step_(want, g, wm, wv, step=step, **ADAM_HYPER)
+    np.testing.assert_array_equal(p, want)
+    np.testing.assert_array_equal(v, wv)
+
+
+def _bad_lists():
+    """(params, grads, exp_avgs, exp_avg_sqs, steps, error, message) after a good
+    first parameter, which the test puts in front of each list."""
+    f32 = np.zeros(3, np.float32)
+    ro = np.zeros(3, np.float32)
+    ro.flags.writeable = False
+    z = np.zeros_like
+    return [
+        ([f32], [], [z(f32)], [z(f32)], [1], ValueError, "grads has 1 entries but params has 2"),
+        ([f32], [z(f32)], [z(f32)], [z(f32)], [], ValueError, "steps has 1 entries"),
+        ([f32], [np.zeros(4, np.float32)], [z(f32)], [z(f32)], [1], ValueError,
+         r"grads\[1\] has shape \(4,\) but params\[1\] has shape \(3,\)"),
+        ([f32], [z(f32)], [np.zeros(3)], [z(f32)], [1], TypeError,
+         r"exp_avgs\[1\] is float64 but params\[1\] is float32"),
+        ([np.zeros(3, np.int64)], [z(f32)], [z(f32)], [z(f32)], [1], TypeError,
+         r"params\[1\] must be a float32 or float64 array, got int64"),
+        ([ro], [z(f32)], [z(f32)], [z(f32)], [1], ValueError, r"params\[1\] is read-only"),
+        ([f32], [z(f32)], [z(f32)], [ro], [1], ValueError, r"exp_avg_sqs\[1\] is read-only"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", [C, REF], ids=["c", "numpy"])
+@pytest.mark.parametrize("case", range(7))
+def test_adam_step_multi_bad_lists_raise_before_writing(backend, case):
+    params, grads, m, v, steps, error, pattern = _bad_lists()[case]
+    # a good parameter first: it must not have moved when the call raises
+    good = np.ones(5, np.float32)
+    params, grads = [good, *params], [np.ones(5, np.float32), *grads]
+    m, v = [np.zeros(5, np.float32), *m], [np.zeros(5, np.float32), *v]
+    steps = [1, *steps]
+    with pytest.raises(error, match="adam_step_multi_: " + pattern):
+        backend.adam_step_multi_(params, grads, m, v, steps=steps, **ADAM_HYPER)
+    np.testing.assert_array_equal(good, 1.0)
+
+
+@pytest.mark.parametrize("backend", [C, REF], ids=["c", "numpy"])
+def test_sgd_step_multi_needs_buffers_with_momentum(backend):
+    p = np.zeros(3, np.float32)
+    kw = dict(first_steps=[True], lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0,
+              nesterov=False)  # fmt: skip
+    with pytest.raises(ValueError, match="sgd_step_multi_: momentum_buffers is None"):
+        backend.sgd_step_multi_([p], [p.copy()], None, **kw)
+    with pytest.raises(ValueError, match="sgd_step_multi_: first_steps has 2 entries"):
+        backend.sgd_step_multi_([p], [p.copy()], [p.copy()], **{**kw, "first_steps": [1, 0]})
+
+
 # -- every thread count and instruction set computes the same bits ---------------
 
 
@@ -282,6 +459,20 @@ def isa_outputs() -> dict:
                 decoupled=True,
             )
         out[f"adam_{key}"] = p
+        # a group whose tensors are each too small to split but together are not,
+        # so threads share tensors; and a group of a small and two large tensors
+        for sizes in ([10_007] * 40, [5, 1 << 21, (1 << 21) + 9]):
+            group = [_special(dtype, n, rng, "plain") for n in sizes]
+            p, m, v = _copies(group), _copies(group), [np.abs(a) for a in group]
+            for step in (1, 2):
+                C.adam_step_multi_(p, group, m, v, steps=[step] * len(p), **ADAM_HYPER)
+            out[f"adam_multi_{len(sizes)}_{key}"] = np.concatenate(p + m + v)
+            p, b = _copies(group), _copies(group)
+            C.sgd_step_multi_(
+                p, group, b, first_steps=[False] * len(p), lr=0.1, momentum=0.9,
+                dampening=0.1, weight_decay=1e-4, nesterov=True,
+            )  # fmt: skip
+            out[f"sgd_multi_{len(sizes)}_{key}"] = np.concatenate(p + b)
         c = arrays[1].copy()
         C.clamp_(c, -0.5, 0.5)
         C.scale_(c, 0.3)

@@ -157,6 +157,52 @@ def test_strided_parameter_and_gradient(backend):
     np.testing.assert_array_equal(strided.grad.numpy(), g0)
 
 
+@pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
+def test_one_call_per_group_equals_one_call_per_parameter(backend, config, monkeypatch):
+    """The group path gives the very bits of the per-parameter path, with a
+    parameter that skips a step (so the step counts differ) and one listed twice."""
+    name, kwargs = config
+    dtype = np.float32
+    grads = _gradients(dtype)
+    results = []
+    for one_call in (True, False):
+        fits = staticmethod(lambda params, answer=one_call: answer)
+        monkeypatch.setattr(optim.Optimizer, "_one_call_fits", fits)
+        params = _mg_params(_weights(dtype))
+        with pytest.warns(UserWarning, match="duplicate parameters"):
+            opt = getattr(optim, name)([*params, params[0]], **kwargs)
+        for step_grads in grads:
+            _set_grads(params, step_grads, mg.tensor)
+            opt.step()
+        results.append([p.detach().numpy() for p in params])
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("backend", ["c"], indirect=True)  # the reference loops inside
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_a_group_is_updated_in_one_c_call(backend, name, monkeypatch):
+    calls = []
+    active = mg.backend.active
+    for method in ("sgd_step_", "adam_step_", "sgd_step_multi_", "adam_step_multi_"):
+        original = getattr(active, method)
+        monkeypatch.setattr(
+            active, method, lambda *a, f=original, m=method, **kw: calls.append(m) or f(*a, **kw)
+        )
+    params = _mg_params(_weights(np.float32))
+    opt = getattr(optim, name)([{"params": params[:2]}, {"params": params[2:]}], lr=0.1)
+    _set_grads(params, _gradients(np.float32)[0], mg.tensor)
+    opt.step()
+    assert calls == [f"{name.lower()}_step_multi_"] * 2
+    # a strided parameter sends its group down the per-parameter path
+    calls.clear()
+    strided = mg.from_numpy(np.asfortranarray(np.ones((3, 2), np.float32))).requires_grad_()
+    strided.grad = mg.ones(3, 2)
+    opt.add_param_group({"params": [strided]})
+    opt.step()
+    assert calls == [f"{name.lower()}_step_multi_"] * 2 + [f"{name.lower()}_step_"]
+
+
 # ---------------------------------------------------------------------------
 # zero_grad, step(closure), parameter groups
 # ---------------------------------------------------------------------------

@@ -390,6 +390,46 @@ class Backend:
         """
         raise NotImplementedError
 
+    def sgd_step_multi_(
+        self,
+        params: Sequence[np.ndarray],
+        grads: Sequence[np.ndarray],
+        momentum_buffers: Sequence[np.ndarray] | None,
+        *,
+        first_steps: Sequence[bool],
+        lr: float,
+        momentum: float,
+        dampening: float,
+        weight_decay: float,
+        nesterov: bool,
+    ) -> None:
+        """``sgd_step_`` on every parameter of a group at once: ``params[i]`` with
+        ``grads[i]``, ``momentum_buffers[i]`` and ``first_steps[i]``, the same result
+        bit for bit. momentum_buffers is None when momentum is 0.
+        ``check_update_lists`` says what the lists must hold."""
+        raise NotImplementedError
+
+    def adam_step_multi_(
+        self,
+        params: Sequence[np.ndarray],
+        grads: Sequence[np.ndarray],
+        exp_avgs: Sequence[np.ndarray],
+        exp_avg_sqs: Sequence[np.ndarray],
+        *,
+        steps: Sequence[int],
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: float,
+        decoupled: bool,
+    ) -> None:
+        """``adam_step_`` on every parameter of a group at once: ``params[i]`` with
+        ``grads[i]``, ``exp_avgs[i]``, ``exp_avg_sqs[i]`` and its own step count
+        ``steps[i]`` (parameters skipped on some steps lag behind), the same result
+        bit for bit. ``check_update_lists`` says what the lists must hold."""
+        raise NotImplementedError
+
     # -- statistics ---------------------------------------------------------------
     def tensor_stats(
         self, x: np.ndarray, threshold: float = np.inf, center: float = 0.0
@@ -445,3 +485,44 @@ class Backend:
         storing the difference.
         """
         raise NotImplementedError
+
+
+def check_update_lists(
+    op: str,
+    params: Sequence[np.ndarray],
+    arrays: dict[str, Sequence[np.ndarray]],
+    values: dict[str, Sequence],
+) -> None:
+    """Check the lists of a multi-parameter update before anything is written.
+
+    ``params`` must be writable float arrays. Each list in ``arrays`` (gradients
+    and state, by argument name) holds one array per parameter with its dtype and
+    shape; each list in ``values`` (step counts, flags) one entry per parameter.
+    The state lists (every name but ``grads``) must be writable. Raises TypeError
+    or ValueError naming the op and the argument.
+    """
+    n = len(params)
+    for name, items in (*arrays.items(), *values.items()):
+        if len(items) != n:
+            raise ValueError(
+                f"{op}: {name} has {len(items)} entries but params has {n}; "
+                "they must have one per parameter"
+            )
+    for i, p in enumerate(params):
+        if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
+            kind = getattr(p, "dtype", type(p).__name__)
+            raise TypeError(f"{op}: params[{i}] must be a float32 or float64 array, got {kind}")
+        if not p.flags.writeable:
+            raise ValueError(f"{op}: params[{i}] is read-only but is updated in place")
+        for name, items in arrays.items():
+            a = items[i]
+            if not isinstance(a, np.ndarray) or a.dtype != p.dtype:
+                kind = getattr(a, "dtype", type(a).__name__)
+                raise TypeError(f"{op}: {name}[{i}] is {kind} but params[{i}] is {p.dtype}")
+            if a.shape != p.shape:
+                raise ValueError(
+                    f"{op}: {name}[{i}] has shape {a.shape} but params[{i}] has shape "
+                    f"{p.shape}; they must match"
+                )
+            if name != "grads" and not a.flags.writeable:
+                raise ValueError(f"{op}: {name}[{i}] is read-only but is updated in place")

@@ -32,6 +32,7 @@ from .base import (
     check_change_args,
     check_histogram_args,
     check_unit_stats_args,
+    check_update_lists,
 )
 from .numpy import NumpyBackend
 
@@ -113,6 +114,8 @@ _FUSED_NAMES = (
     "adaptive_clip",
     "sgd_step",
     "adam_step",
+    "sgd_step_multi",
+    "adam_step_multi",
     "tensor_stats",
     "unit_stats",
     "histogram_stats",
@@ -329,6 +332,36 @@ def _buffers(dtype, arrays):
     views = [null if a is None else from_buffer(ctype, a) for a in arrays]
     lens = ffi.new(_SIZES, [0 if a is None else a.size for a in arrays])
     return ffi.new(_POINTER_ARRAYS[dtype], views), lens, views
+
+
+def _group_dtype(params, *lists) -> np.dtype | None:
+    """The dtype of a group update that C can run in one call, else None.
+
+    C needs one C dtype for the whole group and updates parameters and state
+    in place, so each must be a C-layout plain ndarray. A parameter listed
+    twice would be updated by two threads at once, so it sends the group down
+    the one-parameter path, which updates it twice, in order.
+    """
+    if not params or len({id(p) for p in params}) != len(params):
+        return None
+    dtype = params[0].dtype
+    if dtype not in _FUSED:
+        return None
+    for arrays in (params, *lists):
+        for a in arrays:
+            if type(a) is not np.ndarray or a.dtype != dtype:
+                return None
+            flags = a.flags
+            if not (flags.c_contiguous and flags.aligned):
+                return None
+    return dtype
+
+
+def _pointer_array(dtype, arrays: list):
+    """A C array of pointers to the arrays' data. The arrays own that memory:
+    the caller keeps the list referenced until C returns."""
+    ctype = _CTYPES[dtype]
+    return ffi.new(_POINTER_ARRAYS[dtype], [ffi.from_buffer(ctype, a) for a in arrays])
 
 
 def _writable_target(op: str, name: str, a):
@@ -883,6 +916,111 @@ class CBackend(NumpyBackend):
             ffi.from_buffer(ctype, exp_avg_sq),
             ffi.from_buffer(ctype, grad),
             int(step),
+            float(lr),
+            float(beta1),
+            float(beta2),
+            float(eps),
+            float(weight_decay),
+            int(bool(decoupled)),
+        )
+        _check_status(kernel, status)
+        return None
+
+    def sgd_step_multi_(
+        self,
+        params,
+        grads,
+        momentum_buffers,
+        *,
+        first_steps,
+        lr,
+        momentum,
+        dampening,
+        weight_decay,
+        nesterov,
+    ):
+        op = "sgd_step_multi_"
+        momentum = float(momentum)
+        arrays = {"grads": grads}
+        if momentum != 0.0:
+            if momentum_buffers is None:
+                raise ValueError(f"{op}: momentum_buffers is None but momentum is {momentum}")
+            arrays["momentum_buffers"] = momentum_buffers
+        check_update_lists(op, params, arrays, {"first_steps": first_steps})
+        buffers = arrays.get("momentum_buffers", [])
+        dtype = _group_dtype(params, buffers)
+        if dtype is None:
+            return super().sgd_step_multi_(
+                params,
+                grads,
+                momentum_buffers,
+                first_steps=first_steps,
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+            )
+        grads = [_c_layout(g) for g in grads]  # read only: a copy will do
+        kernel = _FUSED[dtype]["sgd_step_multi"]
+        status = kernel(
+            len(params),
+            _pointer_array(dtype, params),
+            _pointer_array(dtype, buffers) if buffers else ffi.NULL,
+            _pointer_array(dtype, grads),
+            ffi.new("size_t[]", [p.size for p in params]),
+            ffi.new("int[]", [bool(f) for f in first_steps]),
+            float(lr),
+            momentum,
+            float(dampening),
+            float(weight_decay),
+            int(bool(nesterov)),
+        )
+        _check_status(kernel, status)
+        return None
+
+    def adam_step_multi_(
+        self,
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        *,
+        steps,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        decoupled,
+    ):
+        arrays = {"grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
+        check_update_lists("adam_step_multi_", params, arrays, {"steps": steps})
+        dtype = _group_dtype(params, exp_avgs, exp_avg_sqs)
+        if dtype is None:
+            return super().adam_step_multi_(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                steps=steps,
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                weight_decay=weight_decay,
+                decoupled=decoupled,
+            )
+        grads = [_c_layout(g) for g in grads]  # read only: a copy will do
+        kernel = _FUSED[dtype]["adam_step_multi"]
+        status = kernel(
+            len(params),
+            _pointer_array(dtype, params),
+            _pointer_array(dtype, exp_avgs),
+            _pointer_array(dtype, exp_avg_sqs),
+            _pointer_array(dtype, grads),
+            ffi.new("size_t[]", [p.size for p in params]),
+            ffi.new("long long[]", [int(t) for t in steps]),
             float(lr),
             float(beta1),
             float(beta2),

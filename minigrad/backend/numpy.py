@@ -24,6 +24,7 @@ from .base import (
     check_change_args,
     check_histogram_args,
     check_unit_stats_args,
+    check_update_lists,
 )
 
 _F64 = np.float64
@@ -680,6 +681,74 @@ class NumpyBackend(Backend):
         np.divide(exp_avg, denom, out=denom)
         denom *= step_size
         param -= denom
+
+    # The group updates check every list first, so a bad entry raises before any
+    # parameter changes, then run the one-parameter update on each in order.
+    def sgd_step_multi_(
+        self,
+        params,
+        grads,
+        momentum_buffers,
+        *,
+        first_steps,
+        lr,
+        momentum,
+        dampening,
+        weight_decay,
+        nesterov,
+    ):
+        op = "sgd_step_multi_"
+        arrays = {"grads": grads}
+        if float(momentum) != 0.0:
+            if momentum_buffers is None:
+                raise ValueError(f"{op}: momentum_buffers is None but momentum is {momentum}")
+            arrays["momentum_buffers"] = momentum_buffers
+        check_update_lists(op, params, arrays, {"first_steps": first_steps})
+        buffers = arrays.get("momentum_buffers", [None] * len(params))
+        for param, grad, buf, first in zip(params, grads, buffers, first_steps, strict=True):
+            self.sgd_step_(
+                param,
+                grad,
+                buf,
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                first_step=first,
+            )
+
+    def adam_step_multi_(
+        self,
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        *,
+        steps,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        decoupled,
+    ):
+        arrays = {"grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
+        check_update_lists("adam_step_multi_", params, arrays, {"steps": steps})
+        for i, param in enumerate(params):
+            self.adam_step_(
+                param,
+                grads[i],
+                exp_avgs[i],
+                exp_avg_sqs[i],
+                step=steps[i],
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                weight_decay=weight_decay,
+                decoupled=decoupled,
+            )
 
     # -- statistics ---------------------------------------------------------------
     def tensor_stats(self, x, threshold=np.inf, center=0.0):

@@ -66,6 +66,15 @@ class Adam(Optimizer):
 
     def _step_group(self, group: dict[str, Any]) -> None:
         beta1, beta2 = group["betas"]
+        hyper = {
+            "lr": group["lr"],
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": group["eps"],
+            "weight_decay": group["weight_decay"],
+            "decoupled": group["decoupled_weight_decay"],
+        }
+        params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -75,20 +84,27 @@ class Adam(Optimizer):
                 state["step"] = Tensor._wrap(np.array(0.0, dtype=np.float32))
                 state["exp_avg"] = Tensor._wrap(np.zeros(param.shape, param.dtype))
                 state["exp_avg_sq"] = Tensor._wrap(np.zeros(param.shape, param.dtype))
+            # each parameter counts its own steps: one without a gradient was skipped
             state["step"]._data += 1
+            params.append(param)
+            grads.append(grad)
+            exp_avgs.append(state["exp_avg"]._data)
+            exp_avg_sqs.append(state["exp_avg_sq"]._data)
+            steps.append(int(state["step"]._data))
+        if self._one_call_fits(params):
+            backend.active.adam_step_multi_(
+                params, grads, exp_avgs, exp_avg_sqs, steps=steps, **hyper
+            )
+            return
+        for i, param in enumerate(params):
             self._run_kernel(
                 param,
                 backend.active.adam_step_,
-                grad,
-                state["exp_avg"]._data,
-                state["exp_avg_sq"]._data,
-                step=int(state["step"]._data),
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                decoupled=group["decoupled_weight_decay"],
+                grads[i],
+                exp_avgs[i],
+                exp_avg_sqs[i],
+                step=steps[i],
+                **hyper,
             )
 
 

@@ -7,7 +7,9 @@ each parameter tensor to a dict of what the update rule remembers between
 steps (momentum buffers, moment estimates, the step count).
 
 ``step()`` runs the update of every group, outside the graph; a subclass
-supplies ``_step_group``, which calls one fused backend kernel per parameter.
+supplies ``_step_group``, which gathers the group's arrays and updates them
+all in one call of a fused backend kernel (or, when one call cannot take the
+whole group, one call per parameter).
 """
 
 from __future__ import annotations
@@ -162,6 +164,15 @@ class Optimizer:
         if p.dtype.kind != "f":
             raise TypeError(f"{op}: parameters must be float32 or float64, got {p.dtype}")
         return p._writable(op), np.ascontiguousarray(grad)
+
+    @staticmethod
+    def _one_call_fits(params: list[np.ndarray]) -> bool:
+        """True when one multi-parameter kernel call can update all these
+        parameters: they share a dtype and each is a C-ordered buffer (a
+        strided one is updated through a copy, by ``_run_kernel``)."""
+        return all(
+            p.dtype == params[0].dtype and p.flags.c_contiguous and p.flags.aligned for p in params
+        )
 
     @staticmethod
     def _run_kernel(param: np.ndarray, kernel: Callable[..., None], *args: Any, **kw: Any) -> None:

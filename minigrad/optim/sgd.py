@@ -59,6 +59,14 @@ class SGD(Optimizer):
 
     def _step_group(self, group: dict[str, Any]) -> None:
         momentum = group["momentum"]
+        hyper = {
+            "lr": group["lr"],
+            "momentum": momentum,
+            "dampening": group["dampening"],
+            "weight_decay": group["weight_decay"],
+            "nesterov": group["nesterov"],
+        }
+        params, grads, buffers, first_steps = [], [], [], []
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -71,15 +79,25 @@ class SGD(Optimizer):
                     state["momentum_buffer"] = Tensor._wrap(np.empty(param.shape, param.dtype))
                     first_step = True
                 buffer = state["momentum_buffer"]._data
+            params.append(param)
+            grads.append(grad)
+            buffers.append(buffer)
+            first_steps.append(first_step)
+        if self._one_call_fits(params):
+            backend.active.sgd_step_multi_(
+                params,
+                grads,
+                buffers if momentum != 0 else None,
+                first_steps=first_steps,
+                **hyper,
+            )
+            return
+        for i, param in enumerate(params):
             self._run_kernel(
                 param,
                 backend.active.sgd_step_,
-                grad,
-                buffer,
-                lr=group["lr"],
-                momentum=momentum,
-                dampening=group["dampening"],
-                weight_decay=group["weight_decay"],
-                nesterov=group["nesterov"],
-                first_step=first_step,
+                grads[i],
+                buffers[i],
+                first_step=first_steps[i],
+                **hyper,
             )

@@ -73,6 +73,28 @@ static void check(int status, const char *what, size_t size)
         check(mg_adam_step_##S(n, out, state, state2, g, 3, 1e-3, 0.9, 0.999, 1e-8,      \
                                1e-2, 1),                                                 \
               "adam", n);                                                                \
+        /* The group kernels: two halves of the arrays and an empty tensor, each */      \
+        /* with its own step; then a group of none (NULL lists). */                      \
+        size_t half = n / 2, parts[3] = {half, n - half, 0};                             \
+        T *ps[3] = {out, out + half, out + n}, *ms[3] = {state, state + half, state + n}; \
+        T *vs[3] = {state2, state2 + half, state2 + n};                                  \
+        const T *gs[3] = {g, g + half, g + n};                                           \
+        long long steps[3] = {3, 1, 2};                                                  \
+        int firsts[3] = {1, 0, 1};                                                       \
+        check(mg_adam_step_multi_##S(3, ps, ms, vs, gs, parts, steps, 1e-3, 0.9, 0.999,  \
+                                     1e-8, 1e-2, 0),                                     \
+              "adam_multi", n);                                                          \
+        check(mg_sgd_step_multi_##S(3, ps, ms, gs, parts, firsts, 0.1, 0.9, 0.1, 1e-4,   \
+                                    0),                                                  \
+              "sgd_multi", n);                                                           \
+        check(mg_sgd_step_multi_##S(3, ps, NULL, gs, parts, NULL, 0.1, 0.0, 0.0, 0.0, 0), \
+              "sgd_multi without momentum", n);                                          \
+        check(mg_adam_step_multi_##S(0, NULL, NULL, NULL, NULL, NULL, NULL, 1e-3, 0.9,   \
+                                     0.999, 1e-8, 0.0, 1),                               \
+              "adam_multi of none", n);                                                  \
+        check(mg_sgd_step_multi_##S(0, NULL, NULL, NULL, NULL, NULL, 0.1, 0.0, 0.0, 0.0, \
+                                    0),                                                  \
+              "sgd_multi of none", n);                                                   \
         mg_tensor_stats st, lst[3];                                                      \
         unsigned long long hist[3 * 10], dead;                                           \
         double sums[6], change[6];                                                       \
@@ -124,10 +146,34 @@ static void check(int status, const char *what, size_t size)
         free(x), free(y), free(g), free(out), free(state), free(state2);                 \
     }
 
+/* A group large enough for the update kernels to split it across threads,
+ * the split falling inside tensors. */
+#define DEFINE_RUN_BIG_GROUP(T, S)                                                       \
+    static void run_big_group_##S(void)                                                  \
+    {                                                                                    \
+        size_t lens[3] = {((size_t)1 << 20) + 9, 7, (size_t)1 << 20};                    \
+        T *ps[3], *ms[3], *vs[3];                                                        \
+        const T *gs[3];                                                                  \
+        long long steps[3] = {1, 2, 3};                                                  \
+        for (int b = 0; b < 3; b++) {                                                    \
+            ps[b] = fill_##S(lens[b], 20), ms[b] = fill_##S(lens[b], 21);                \
+            vs[b] = fill_##S(lens[b], 22), gs[b] = fill_##S(lens[b], 23);                \
+        }                                                                                \
+        check(mg_adam_step_multi_##S(3, ps, ms, vs, gs, lens, steps, 1e-3, 0.9, 0.999,   \
+                                     1e-8, 1e-2, 1),                                     \
+              "adam_multi, big group", lens[0]);                                         \
+        check(mg_sgd_step_multi_##S(3, ps, ms, gs, lens, NULL, 0.1, 0.9, 0.0, 1e-4, 1),  \
+              "sgd_multi, big group", lens[0]);                                          \
+        for (int b = 0; b < 3; b++)                                                      \
+            free(ps[b]), free(ms[b]), free(vs[b]), free((void *)gs[b]);                  \
+    }
+
 DEFINE_FILL(float, f32)
 DEFINE_FILL(double, f64)
 DEFINE_RUN(float, f32)
 DEFINE_RUN(double, f64)
+DEFINE_RUN_BIG_GROUP(float, f32)
+DEFINE_RUN_BIG_GROUP(double, f64)
 
 int main(void)
 {
@@ -138,6 +184,8 @@ int main(void)
             run_f32(sizes[i]);
             run_f64(sizes[i]);
         }
+        run_big_group_f32();
+        run_big_group_f64();
     }
     printf("kernel_leaks: %s path, %d failures\n", mg_simd_name(), failures);
     return failures != 0;
