@@ -57,17 +57,21 @@
 
 /* ---- threads ----------------------------------------------------------- */
 
-/* Below this many elements a kernel runs on the calling thread. A parallel
- * region costs a few microseconds to start, but the real risk is a core that
- * is busy elsewhere: right after a NumPy matmul OpenBLAS's threads still spin
- * on the cores, and on a loaded machine the worker may not be scheduled, so
- * a region that waits for it can lose a whole scheduler time slice
- * (measured: relu on 128x512 took 4 ms instead of 3 us inside a training
- * step on 2 cores). Only arrays large enough that one thread needs about a
- * millisecond are split. Small arrays skip OpenMP altogether, not just via
- * an if() clause: even a one-thread region costs libgomp about half a
- * microsecond. */
-#define MG_PARALLEL_MIN ((size_t)1 << 21)
+/* Below this many elements (of a memory-bound pass; kernels doing more work
+ * per element scale n up) a kernel runs on the calling thread. On a quiet
+ * machine two threads pay from about 64K elements once the data is out of
+ * cache; the threshold sits higher, where one thread needs roughly 100 us,
+ * because a region can only be as fast as its slowest thread: when the
+ * other core is busy (OpenBLAS's threads spinning after a NumPy matmul,
+ * another process), a region waits for its worker to be scheduled and can
+ * lose a scheduler time slice, milliseconds (measured: relu on 128x512 took
+ * 4 ms instead of 3 us inside a training step on 2 cores). The GEMM, which
+ * splits far smaller work, carries that risk anyway. Small arrays skip
+ * OpenMP altogether, not just via an if() clause: even a one-thread region
+ * costs libgomp about half a microsecond. */
+#ifndef MG_PARALLEL_MIN
+#define MG_PARALLEL_MIN ((size_t)1 << 18)
+#endif
 
 static inline int mg_use_threads(size_t n)
 {

@@ -405,13 +405,33 @@ def _refs_when_unshared() -> int:
 _REFS_WHEN_UNSHARED = _refs_when_unshared()
 
 
+def _refs_of_reshaped() -> int:
+    """The reference count of an array that only one reshape of it refers to, as
+    ``_unshared`` sees it (the view's reference, a local name, the argument)."""
+    view = np.empty(4).reshape(2, 2)
+    base = view.base
+    return sys.getrefcount(base)
+
+
+_REFS_OF_RESHAPED = _refs_of_reshaped()
+
+
 def _unshared(grad: np.ndarray) -> bool:
-    """Whether only the backward pass refers to ``grad``: it owns its memory (no
-    view of another array), is writable and C-contiguous, and its reference
-    count is that of an array held by ``_backward_pass`` alone (plus the pool's
-    reference when the pool made it)."""
-    if type(grad) is not np.ndarray or grad.base is not None:
+    """Whether only the backward pass refers to ``grad``: it owns its memory (or
+    is a reshape of a whole array nobody else refers to), is writable and
+    C-contiguous, and its reference count is that of an array held by
+    ``_backward_pass`` alone (plus the pool's reference when the pool made it)."""
+    if type(grad) is not np.ndarray:
         return False
+    base = grad.base
+    if base is not None:
+        # A reshape of a whole array (what most ops' backward returns) is as
+        # good as the array, if nothing but the reshape refers to that array.
+        if type(base) is not np.ndarray or base.base is not None or base.size != grad.size:
+            return False
+        if sys.getrefcount(base) > _REFS_OF_RESHAPED + pool.POOL.holds(base):
+            return False
+        del base
     flags = grad.flags
     if not (flags.writeable and flags.c_contiguous and flags.aligned):
         return False

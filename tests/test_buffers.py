@@ -180,3 +180,47 @@ def test_pool_budget_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("MINIGRAD_POOL_MB", "lots")
     with pytest.warns(RuntimeWarning, match="MINIGRAD_POOL_MB"):
         assert pool._budget() == pool.DEFAULT_MB << 20
+
+
+class _ReshapedGrad(Function):
+    """Backward returns a reshape of a fresh array, as most ops' backward do."""
+
+    made: list = []
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        flat = grad.reshape(-1) * 2
+        _ReshapedGrad.made.append(weakref.ref(flat))
+        return flat.reshape(grad.shape)
+
+
+def test_leaf_takes_a_reshape_of_an_unshared_array_without_a_copy():
+    x = mg.randn(*BIG, requires_grad=True)
+    _ReshapedGrad.made.clear()
+    _ReshapedGrad.apply(x).backward(mg.ones(*BIG))
+    assert x.grad.numpy().base is _ReshapedGrad.made[0]()
+    np.testing.assert_array_equal(x.grad.numpy(), 2)
+
+
+class _TwoViews(Function):
+    """Backward gives both inputs views of one array: neither may take it."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad):
+        both = grad * 1
+        return both.reshape(grad.shape), both.reshape(grad.shape)
+
+
+def test_two_views_of_one_array_are_not_shared_between_leaves():
+    a = mg.randn(*BIG, requires_grad=True)
+    b = mg.randn(*BIG, requires_grad=True)
+    _TwoViews.apply(a, b).backward(mg.ones(*BIG))
+    assert not np.shares_memory(a.grad.numpy(), b.grad.numpy())

@@ -9,6 +9,8 @@ values) happen at the top of each forward, before any work, and name the op.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import backend
@@ -97,7 +99,7 @@ class Linear(Function):
                 f"(weight has shape {weight.shape})"
             )
         _shape_is("linear", "bias", bias, (out_features,))
-        rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+        rows = math.prod(x.shape[:-1])
         x2 = x.reshape(rows, in_features)
         need_x, need_w = ctx.needs_input_grad[:2]
         # The inputs themselves are saved, not the 2-D view: the engine spots
@@ -111,7 +113,7 @@ class Linear(Function):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
-        rows = int(np.prod(ctx.x_shape[:-1], dtype=np.int64))
+        rows = math.prod(ctx.x_shape[:-1])
         gy = grad.reshape(rows, grad.shape[-1])
         gemm = backend.active.gemm
         gx = gemm(gy, weight).reshape(ctx.x_shape) if need_x else None
@@ -224,8 +226,8 @@ class LayerNorm(Function):
         normalized = x.shape[x.ndim - normalized_ndim :]
         _shape_is(op, "weight", weight, normalized)
         _shape_is(op, "bias", bias, normalized)
-        d = int(np.prod(normalized, dtype=np.int64))
-        x2 = x.reshape(int(np.prod(x.shape[: x.ndim - normalized_ndim], dtype=np.int64)), d)
+        d = math.prod(normalized)
+        x2 = x.reshape(math.prod(x.shape[: x.ndim - normalized_ndim]), d)
         w = None if weight is None else weight.reshape(d)
         b = None if bias is None else bias.reshape(d)
         y2, mean, invstd = backend.active.layer_norm_forward(x2, w, b, eps)

@@ -3,6 +3,8 @@ axes: ``_expand`` restores the kept dims, then broadcasting does the rest."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..autograd import Function
@@ -16,7 +18,7 @@ def _expand(grad: np.ndarray, shape: tuple, dims: tuple | None, keepdim: bool) -
 
 
 def _count(shape: tuple, dims: tuple | None) -> int:
-    return int(np.prod(shape if dims is None else [shape[d] for d in dims]))
+    return math.prod(shape if dims is None else [shape[d] for d in dims])
 
 
 class Sum(Function):
