@@ -82,7 +82,10 @@ def run(quick: bool, json_path: str | None, png_path: str | None) -> int:
     command = [sys.executable, "-m", "pytest", str(BENCH_DIR), "--benchmark-only", "-q",
                "-p", "no:cacheprovider", f"--benchmark-json={out}"]  # fmt: skip
     if quick:
-        command += ["-m", "not large", "--benchmark-max-time=0.1", "--benchmark-min-rounds=3"]
+        # a few warm-up calls first: with so few rounds, one call that wakes the
+        # sleeping OpenMP or OpenBLAS threads would otherwise be a third of them
+        command += ["-m", "not large", "--benchmark-max-time=0.1", "--benchmark-min-rounds=5",
+                    "--benchmark-warmup=on", "--benchmark-warmup-iterations=5"]  # fmt: skip
     if os.environ.get("MINIGRAD_BENCH_SELECT"):  # a pytest -k expression, to run a subset
         command += ["-k", os.environ["MINIGRAD_BENCH_SELECT"]]
     print(f"minigrad {minigrad.__version__}, backend {minigrad.get_backend()}, "
