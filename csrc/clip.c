@@ -26,19 +26,6 @@
  * independent of the thread count. */
 #define MG_CHUNK ((size_t)1 << 15)
 
-static inline double lanes_total(const double *acc)
-{
-    double half[MG_LANES / 2];
-
-    for (size_t l = 0; l < MG_LANES / 2; l++)
-        half[l] = acc[l] + acc[l + MG_LANES / 2];
-    for (size_t w = MG_LANES / 4; w > 0; w /= 2) {
-        for (size_t l = 0; l < w; l++)
-            half[l] += half[l + w];
-    }
-    return half[0];
-}
-
 #define F32_ABS_MASK UINT32_C(0x7fffffff)
 #define F64_ABS_MASK UINT64_C(0x7fffffffffffffff)
 
@@ -57,7 +44,7 @@ static inline double lanes_total(const double *acc)
             double v = x[i + l];                                                         \
             acc[l] += v * v;                                                             \
         }                                                                                \
-        return lanes_total(acc);                                                         \
+        return mg_lanes_total(acc);                                                      \
     }                                                                                    \
     static TARGET void scale_##S##_##ISA(size_t n, T *restrict x, T factor)              \
     {                                                                                    \

@@ -55,6 +55,22 @@
  * every path. */
 #define MG_LANES 16
 
+/* The MG_LANES partial sums of a reduction added in a fixed tree: the same
+ * order whatever the instruction set or thread count, so results agree to
+ * the bit. */
+static inline double mg_lanes_total(const double *acc)
+{
+    double half[MG_LANES / 2];
+
+    for (size_t l = 0; l < MG_LANES / 2; l++)
+        half[l] = acc[l] + acc[l + MG_LANES / 2];
+    for (size_t w = MG_LANES / 4; w > 0; w /= 2) {
+        for (size_t l = 0; l < w; l++)
+            half[l] += half[l + w];
+    }
+    return half[0];
+}
+
 /* ---- threads ----------------------------------------------------------- */
 
 /* Below this many elements (of a memory-bound pass; kernels doing more work

@@ -39,20 +39,6 @@
  * this many rows, the unit of work of a thread. */
 #define LN_ROW_BLOCK ((size_t)64)
 
-/* The MG_LANES partial sums added in a fixed tree. */
-static inline double lanes_total(const double *acc)
-{
-    double half[MG_LANES / 2];
-
-    for (size_t l = 0; l < MG_LANES / 2; l++)
-        half[l] = acc[l] + acc[l + MG_LANES / 2];
-    for (size_t w = MG_LANES / 4; w > 0; w /= 2) {
-        for (size_t l = 0; l < w; l++)
-            half[l] += half[l + w];
-    }
-    return half[0];
-}
-
 /* Row reductions, inlined into each instruction set's loops below. The
  * last, partial group of MG_LANES elements goes to the first lanes, so a
  * sum's order depends on n alone. */
@@ -67,7 +53,7 @@ static inline double lanes_total(const double *acc)
         }                                                                                \
         for (size_t l = 0; i + l < n; l++)                                               \
             acc[l] += x[i + l];                                                          \
-        return lanes_total(acc);                                                         \
+        return mg_lanes_total(acc);                                                      \
     }                                                                                    \
     /* sum((x - mu)^2) with x - mu rounded in T, as the reference's x - mean */          \
     static inline double row_centered_sumsq_##S(size_t n, const T *restrict x, T mu)     \
@@ -84,7 +70,7 @@ static inline double lanes_total(const double *acc)
             double dev = (T)(x[i + l] - mu);                                             \
             acc[l] += dev * dev;                                                         \
         }                                                                                \
-        return lanes_total(acc);                                                         \
+        return mg_lanes_total(acc);                                                      \
     }
 
 DEFINE_ROW_SUMS(float, f32)
@@ -261,8 +247,8 @@ DEFINE_ROW_SUMS(double, f64)
                     acc_gx[l] += (double)gr[j + l] * (double)xhat;                       \
                 }                                                                        \
             }                                                                            \
-            T mean_g = (T)(lanes_total(acc_g) / count);                                  \
-            T neg_mean_gx = (T)(lanes_total(acc_gx) / -count);                           \
+            T mean_g = (T)(mg_lanes_total(acc_g) / count);                               \
+            T neg_mean_gx = (T)(mg_lanes_total(acc_gx) / -count);                        \
             if (w != NULL) {                                                             \
                 for (j = 0; j < d; j++) {                                                \
                     T xhat = (T)(xr[j] - mu) * is;                                       \

@@ -52,19 +52,6 @@
 #define F64_EXP_MASK UINT64_C(0x7ff0000000000000)
 #define F64_ABS_MASK UINT64_C(0x7fffffffffffffff)
 
-static inline double lanes_total(const double *acc)
-{
-    double half[MG_LANES / 2];
-
-    for (size_t l = 0; l < MG_LANES / 2; l++)
-        half[l] = acc[l] + acc[l + MG_LANES / 2];
-    for (size_t w = MG_LANES / 4; w > 0; w /= 2) {
-        for (size_t l = 0; l < w; l++)
-            half[l] += half[l + w];
-    }
-    return half[0];
-}
-
 /* ---- the loops, compiled for each instruction set ------------------------ */
 
 /*
@@ -312,8 +299,8 @@ static chunk_stats combine(size_t chunks, const chunk_stats *part)
             c->n_nan += bits > EXP_MASK;                                                 \
             c->n_inf += bits == EXP_MASK;                                                \
         }                                                                                \
-        c->sum = lanes_total(sum);                                                       \
-        c->sumsq = lanes_total(sumsq);                                                   \
+        c->sum = mg_lanes_total(sum);                                                    \
+        c->sumsq = mg_lanes_total(sumsq);                                                \
     }                                                                                    \
     static chunk_stats chunk_summary_##S(const stats_loops_##S *f, size_t n, const T *x,  \
                                          double threshold, double center)                \
@@ -323,8 +310,8 @@ static chunk_stats combine(size_t chunks, const chunk_stats *part)
         U n_zero;                                                                        \
         f->sum(n, x, sum);                                                               \
         f->sumsq(n, x, sumsq);                                                           \
-        c.sum = lanes_total(sum);                                                        \
-        c.sumsq = lanes_total(sumsq);                                                    \
+        c.sum = mg_lanes_total(sum);                                                     \
+        c.sumsq = mg_lanes_total(sumsq);                                                 \
         if (!isfinite(c.sum) || !isfinite(c.sumsq))                                      \
             finite_sums_##S(n, x, &c);                                                   \
         c.max_abs_bits = f->max_abs_bits(n, x, &n_zero);                                 \
@@ -355,15 +342,15 @@ static chunk_stats combine(size_t chunks, const chunk_stats *part)
             double sum[MG_LANES] = {0}, sumsq[MG_LANES] = {0};                           \
             job->f->sum(len, x, sum);                                                    \
             job->f->sumsq(len, x, sumsq);                                                \
-            c.sum = lanes_total(sum);                                                    \
-            c.sumsq = lanes_total(sumsq);                                                \
+            c.sum = mg_lanes_total(sum);                                                 \
+            c.sumsq = mg_lanes_total(sumsq);                                             \
         }                                                                                \
         if (job->change) {                                                               \
             double sum[MG_LANES] = {0}, sumsq[MG_LANES] = {0};                           \
             job->f->change(len, x, job->snapshot + lo, sum);                             \
             job->f->change_sq(len, x, job->snapshot + lo, sumsq);                        \
-            c.change_sum = lanes_total(sum);                                             \
-            c.change_sumsq = lanes_total(sumsq);                                         \
+            c.change_sum = mg_lanes_total(sum);                                          \
+            c.change_sumsq = mg_lanes_total(sumsq);                                      \
         }                                                                                \
         if (job->copy)                                                                   \
             memmove(job->snapshot + lo, x, len * sizeof(T));                             \
