@@ -74,19 +74,20 @@ static inline double mg_lanes_total(const double *acc)
 /* ---- threads ----------------------------------------------------------- */
 
 /* Below this many elements (of a memory-bound pass; kernels doing more work
- * per element scale n up) a kernel runs on the calling thread. On a quiet
- * machine two threads pay from about 64K elements once the data is out of
- * cache; the threshold sits higher, where one thread needs roughly 100 us,
- * because a region can only be as fast as its slowest thread: when the
- * other core is busy (OpenBLAS's threads spinning after a NumPy matmul,
- * another process), a region waits for its worker to be scheduled and can
- * lose a scheduler time slice, milliseconds (measured: relu on 128x512 took
- * 4 ms instead of 3 us inside a training step on 2 cores). The GEMM, which
- * splits far smaller work, carries that risk anyway. Small arrays skip
- * OpenMP altogether, not just via an if() clause: even a one-thread region
- * costs libgomp about half a microsecond. */
+ * per element scale n up) a kernel runs on the calling thread. Two threads
+ * pay from about 64K elements: starting and joining a region costs about a
+ * microsecond while the workers still spin from the last one, and each core
+ * then streams its half through its own L2 (measured on 2 cores, 128x512
+ * float32 relu forward and backward through the API: 19.3 us on one thread,
+ * 14.3 us on two). PyTorch splits elementwise work from 32K elements. The
+ * cost is the one every threaded library carries: a region is only as fast
+ * as its slowest thread, so when another process keeps the other core busy
+ * a region waits for its worker to be scheduled and can lose a scheduler
+ * time slice, milliseconds; on a shared machine, set_num_threads(1). Small
+ * arrays skip OpenMP altogether, not just via an if() clause: even a
+ * one-thread region costs libgomp about half a microsecond. */
 #ifndef MG_PARALLEL_MIN
-#define MG_PARALLEL_MIN ((size_t)1 << 18)
+#define MG_PARALLEL_MIN ((size_t)1 << 16)
 #endif
 
 static inline int mg_use_threads(size_t n)

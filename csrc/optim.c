@@ -80,11 +80,10 @@ static __typeof__(adam_f64_generic) *const adam_f64_loops[] = MG_ISA_TABLE(adam_
 /*
  * Below this many elements in all the call's tensors together an update runs
  * on the calling thread; -DMG_OPTIM_PARALLEL_MIN=... in MINIGRAD_CFLAGS
- * overrides it. It is lower than MG_PARALLEL_MIN because an update streams
- * 5 to 7 arrays that the forward and backward passes have pushed out of the
- * cache, so an element costs several times what it costs an activation:
- * 2^18 elements already take one thread over 100 us, and a second thread
- * makes it about 1.5x faster (measured on 2 cores, float32 Adam). In the
+ * overrides it. It counts the elements of every tensor of the call, and an
+ * update streams 5 to 7 arrays that the forward and backward passes have
+ * pushed out of the cache: 2^18 elements take one thread over 100 us, and a
+ * second thread makes it about 1.5x faster (measured on 2 cores, float32 Adam). In the
  * AdamW step of bench/bench_train.py (672K elements, batch 128) threads cut
  * the update from about 500 to 310 us, the median step by about 9%. The
  * risk MG_PARALLEL_MIN describes is real here too: with another process

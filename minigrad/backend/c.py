@@ -196,11 +196,15 @@ def _kernels(x) -> _Kernels | None:
     return _KERNELS.get(x.dtype) if type(x) is np.ndarray else None
 
 
-def _kernels_for_pair(gy, saved) -> _Kernels | None:
-    """The kernels for a backward's two arrays, or None unless both can go to C."""
-    if type(saved) is not np.ndarray or getattr(gy, "dtype", None) != saved.dtype:
+def _kernels_for_pair(op: str, gy, name: str, saved) -> _Kernels | None:
+    """The kernels for a backward's two arrays, or None unless both can go to C;
+    raises unless they have one shape."""
+    if type(gy) is not np.ndarray or type(saved) is not np.ndarray:
+        _check_same_shape(op, gy, name, saved)
         return None
-    return _kernels(gy)
+    if gy.shape != saved.shape:
+        _check_same_shape(op, gy, name, saved)
+    return _KERNELS.get(gy.dtype) if gy.dtype == saved.dtype else None
 
 
 def _c_layout(a: np.ndarray) -> np.ndarray:
@@ -530,8 +534,7 @@ class CBackend(NumpyBackend):
         return _run_unary(k, k.relu_forward, x)
 
     def relu_backward(self, gy, y):
-        _check_same_shape("relu_backward", gy, "y", y)
-        k = _kernels_for_pair(gy, y)
+        k = _kernels_for_pair("relu_backward", gy, "y", y)
         if k is None:
             return super().relu_backward(gy, y)
         return _run_binary(k, k.relu_backward, gy, y)
@@ -543,8 +546,7 @@ class CBackend(NumpyBackend):
         return _run_unary(k, k.leaky_relu_forward, x, float(negative_slope))
 
     def leaky_relu_backward(self, gy, x, negative_slope):
-        _check_same_shape("leaky_relu_backward", gy, "x", x)
-        k = _kernels_for_pair(gy, x)
+        k = _kernels_for_pair("leaky_relu_backward", gy, "x", x)
         if k is None:
             return super().leaky_relu_backward(gy, x, negative_slope)
         return _run_binary(k, k.leaky_relu_backward, gy, x, float(negative_slope))
@@ -556,8 +558,7 @@ class CBackend(NumpyBackend):
         return _run_unary(k, k.sigmoid_forward, x)
 
     def sigmoid_backward(self, gy, y):
-        _check_same_shape("sigmoid_backward", gy, "y", y)
-        k = _kernels_for_pair(gy, y)
+        k = _kernels_for_pair("sigmoid_backward", gy, "y", y)
         if k is None:
             return super().sigmoid_backward(gy, y)
         return _run_binary(k, k.sigmoid_backward, gy, y)
@@ -569,8 +570,7 @@ class CBackend(NumpyBackend):
         return _run_unary(k, k.tanh_forward, x)
 
     def tanh_backward(self, gy, y):
-        _check_same_shape("tanh_backward", gy, "y", y)
-        k = _kernels_for_pair(gy, y)
+        k = _kernels_for_pair("tanh_backward", gy, "y", y)
         if k is None:
             return super().tanh_backward(gy, y)
         return _run_binary(k, k.tanh_backward, gy, y)
@@ -584,8 +584,7 @@ class CBackend(NumpyBackend):
 
     def gelu_backward(self, gy, x, approximate="none"):
         form = _gelu_form("gelu_backward", approximate)
-        _check_same_shape("gelu_backward", gy, "x", x)
-        k = _kernels_for_pair(gy, x)
+        k = _kernels_for_pair("gelu_backward", gy, "x", x)
         if k is None:
             return super().gelu_backward(gy, x, approximate)
         return _run_binary(k, k.gelu_backward, gy, x, form)
