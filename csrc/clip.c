@@ -145,7 +145,7 @@ static void find_chunk(size_t count, const size_t *lens, size_t k, size_t *buf, 
  * variable mb, in integers, so it is exact. */
 #ifdef _OPENMP
 #define MG_OMP_PARALLEL_MAX_MB                                                           \
-    _Pragma("omp parallel num_threads(mg_get_num_threads()) reduction(max : mb)")
+    _Pragma("omp parallel num_threads(mg_region_begin(mg_threads_now())) reduction(max : mb)")
 #else
 #define MG_OMP_PARALLEL_MAX_MB
 #endif

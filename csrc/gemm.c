@@ -38,19 +38,10 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "kernel_common.h"
 
-#include "minigrad.h"
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define MG_X86_PATHS 1
+#if MG_X86_PATHS
 #include <immintrin.h>
-#define MG_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#define MG_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw")))
-#else
-#define MG_X86_PATHS 0
 #endif
 
 /* The packed B block starts on a cache line; each k step of a B panel is a
@@ -660,6 +651,8 @@ DEFINE_AVX2_KERNEL(double, 8_f64, __m256d, 4, _mm256_set1_pd, _mm256_setzero_pd,
         } else {                                                                               \
             MG_GEMM_PARALLEL_FOR                                                               \
             for (int t = 0; t < nt; t++) {                                                     \
+                if (t > 0) /* schedule(static, 1): iteration t is thread t's */                \
+                    mg_region_worker_started();                                                \
                 size_t i0 = (size_t)(t / g.cols) * m_part;                                     \
                 size_t j0 = (size_t)(t % g.cols) * n_part;                                     \
                 if (i0 >= m || j0 >= n)                                                        \
@@ -717,7 +710,7 @@ DEFINE_AVX2_KERNEL(double, 8_f64, __m256d, 4, _mm256_set1_pd, _mm256_setzero_pd,
 #endif
 
 #ifdef _OPENMP
-#define MG_GEMM_PARALLEL_FOR _Pragma("omp parallel for num_threads(nt) schedule(static, 1)")
+#define MG_GEMM_PARALLEL_FOR _Pragma("omp parallel for num_threads(mg_region_begin(nt)) schedule(static, 1)")
 #else
 #define MG_GEMM_PARALLEL_FOR
 #endif
@@ -738,7 +731,7 @@ typedef struct {
 static grid thread_grid(size_t m, size_t n, size_t k, size_t mr, size_t nr)
 {
     grid best = {1, 1};
-    int threads = mg_get_num_threads();
+    int threads = mg_threads_now();
     double flops = 2.0 * (double)m * (double)n * (double)k;
 
     if (threads <= 1 || flops < MG_GEMM_PARALLEL_MIN_FLOPS)

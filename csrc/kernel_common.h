@@ -83,20 +83,30 @@ static inline double mg_lanes_total(const double *acc)
  * cost is the one every threaded library carries: a region is only as fast
  * as its slowest thread, so when another process keeps the other core busy
  * a region waits for its worker to be scheduled and can lose a scheduler
- * time slice, milliseconds; on a shared machine, set_num_threads(1). Small
+ * time slice, milliseconds; when that happens the kernels back off to one
+ * thread for a while (see runtime.c). Small
  * arrays skip OpenMP altogether, not just via an if() clause: even a
  * one-thread region costs libgomp about half a microsecond. */
 #ifndef MG_PARALLEL_MIN
 #define MG_PARALLEL_MIN ((size_t)1 << 16)
 #endif
 
+/* The threads a kernel may use now: mg_get_num_threads(), or 1 while threads
+ * back off because a recent region's worker started late (runtime.c). A
+ * region's num_threads clause passes its count through mg_region_begin,
+ * which notes the time, and every worker calls mg_region_worker_started
+ * first thing (mg_thread_share does), which compares. */
+int mg_threads_now(void);
+int mg_region_begin(int threads);
+void mg_region_worker_started(void);
+
 static inline int mg_use_threads(size_t n)
 {
-    return n >= MG_PARALLEL_MIN && mg_get_num_threads() > 1;
+    return n >= MG_PARALLEL_MIN && mg_threads_now() > 1;
 }
 
 #ifdef _OPENMP
-#define MG_OMP_PARALLEL _Pragma("omp parallel num_threads(mg_get_num_threads())")
+#define MG_OMP_PARALLEL _Pragma("omp parallel num_threads(mg_region_begin(mg_threads_now()))")
 #else
 #define MG_OMP_PARALLEL
 #endif
@@ -109,7 +119,8 @@ typedef struct {
 /* The calling thread's share [lo, lo + len) of n items: contiguous, in
  * thread order, each starting on a multiple of `align` items (a power of
  * two; 16 floats keep two threads off one cache line). Outside a parallel
- * region, or without OpenMP, the share is everything. */
+ * region, or without OpenMP, the share is everything. Every region calls it
+ * first, so a worker reports here when it started. */
 static inline mg_range mg_thread_share(size_t n, size_t align)
 {
     mg_range r = {0, n};
@@ -117,6 +128,8 @@ static inline mg_range mg_thread_share(size_t n, size_t align)
     size_t nt = (size_t)omp_get_num_threads();
     size_t t = (size_t)omp_get_thread_num();
 
+    if (t > 0)
+        mg_region_worker_started();
     if (nt > 1 && n > 0) {
         size_t chunk = n / nt + (n % nt != 0);
 

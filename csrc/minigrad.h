@@ -59,6 +59,17 @@ void mg_set_num_threads(int n);
 int mg_get_num_threads(void);
 int mg_has_openmp(void);
 
+/*
+ * Threads back off while the machine is busy. When the workers of two
+ * parallel regions in a row start more than 200 us after their region
+ * began, their core was running another program, and the regions waited
+ * for them. The kernels then run on the calling thread for a while: 50 ms,
+ * doubled each time the regions after the pause find their workers late
+ * again, up to 5 s; a worker that starts on time ends the doubling.
+ * mg_thread_backoffs() counts the pauses so far.
+ */
+unsigned long mg_thread_backoffs(void);
+
 /* The compiler and flags the extension was built with (minigrad/_build.py
  * defines this function in the code it generates). */
 const char *mg_build_flags(void);

@@ -96,7 +96,7 @@ static __typeof__(adam_f64_generic) *const adam_f64_loops[] = MG_ISA_TABLE(adam_
 
 static int optim_use_threads(size_t total)
 {
-    return total >= MG_OPTIM_PARALLEL_MIN && mg_get_num_threads() > 1;
+    return total >= MG_OPTIM_PARALLEL_MIN && mg_threads_now() > 1;
 }
 
 static size_t total_length(size_t count, const size_t *lens)

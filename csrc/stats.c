@@ -547,7 +547,7 @@ static chunk_stats combine(size_t chunks, const chunk_stats *part)
  * ge, in integers, so the order does not matter. */
 #ifdef _OPENMP
 #define MG_OMP_PARALLEL_SUM_GE                                                           \
-    _Pragma("omp parallel num_threads(mg_get_num_threads()) reduction(+ : ge[:k])")
+    _Pragma("omp parallel num_threads(mg_region_begin(mg_threads_now())) reduction(+ : ge[:k])")
 #else
 #define MG_OMP_PARALLEL_SUM_GE
 #endif

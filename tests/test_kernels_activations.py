@@ -905,7 +905,14 @@ def test_set_num_threads(restore_threads):
 
 def test_build_info():
     info = C.build_info()
-    assert set(info) == {"compiler_flags", "openmp", "simd_level", "cpu_supports"}
+    assert set(info) == {
+        "compiler_flags",
+        "openmp",
+        "simd_level",
+        "cpu_supports",
+        "thread_backoffs",
+    }
+    assert info["thread_backoffs"] == lib.mg_thread_backoffs() >= 0
     flags = info["compiler_flags"].split()
     assert "-O3" in flags and "-fno-math-errno" in flags
     assert "-ffast-math" not in flags and "-march=native" not in flags

@@ -5,7 +5,10 @@ The fuzz runs a modest number of examples by default; a long run is
 """
 
 import os
+import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -64,6 +67,39 @@ def test_ops_from_several_threads_match_serial_results(backend, name):
     for (y, g), (ys, gs) in zip(results, serial, strict=True):
         np.testing.assert_array_equal(y, ys)
         np.testing.assert_array_equal(g, gs)
+
+
+def _openmp_threads_available() -> bool:
+    return HAS_C and mg.backend_info().get("openmp", False) and len(os.sched_getaffinity(0)) > 1
+
+
+@pytest.mark.skipif(not _openmp_threads_available(), reason="needs OpenMP and two cores")
+def test_threads_back_off_while_every_core_is_busy():
+    # A worker thread that waits for a core makes every region wait for it;
+    # the kernels notice the late start and run on one thread for a while.
+    from minigrad.backend.c import CBackend
+
+    kernels = CBackend()
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in os.sched_getaffinity(0)
+    ]
+    previous = mg.get_num_threads()
+    mg.set_num_threads(2)
+    try:
+        before = mg.backend_info()["thread_backoffs"]
+        x = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
+        expected = np.maximum(x, 0)
+        deadline = time.monotonic() + 10
+        while mg.backend_info()["thread_backoffs"] == before and time.monotonic() < deadline:
+            np.testing.assert_array_equal(kernels.relu_forward(x), expected)
+        after = mg.backend_info()["thread_backoffs"]
+    finally:
+        mg.set_num_threads(previous)
+        for p in busy:
+            p.kill()
+            p.wait()
+    assert after > before
 
 
 # -- extreme values --------------------------------------------------------------

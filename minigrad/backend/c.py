@@ -263,9 +263,12 @@ def _fused_dtype(x, *optional):
     return x.dtype
 
 
-def _check_vector(op: str, name: str, a, length: int) -> None:
-    if a is not None and _shape(a) != (length,):
-        raise ValueError(f"{op}: {name} must have shape ({length},), got {_shape(a)}")
+def _check_vectors(op: str, length: int, **arrays) -> None:
+    """Each of ``arrays`` is None or has shape (length,)."""
+    shape = (length,)
+    for name, a in arrays.items():
+        if a is not None and _shape(a) != shape:
+            raise ValueError(f"{op}: {name} must have shape ({length},), got {_shape(a)}")
 
 
 def _ptr(ctype, a):
@@ -435,6 +438,9 @@ class CBackend(NumpyBackend):
             "openmp": bool(lib.mg_has_openmp()),
             "simd_level": ffi.string(lib.mg_simd_name()).decode(),
             "cpu_supports": [name for name, bit in _CPU_FEATURES if features & bit],
+            # times the kernels went single-threaded for a while because a
+            # worker thread started late (the machine was busy)
+            "thread_backoffs": int(lib.mg_thread_backoffs()),
         }
 
     # -- matrix product ---------------------------------------------------------
@@ -600,13 +606,9 @@ class CBackend(NumpyBackend):
                 x, weight, bias, eps, running_mean, running_var, momentum
             )
         n, c = x.shape
-        for name, a in (
-            ("weight", weight),
-            ("bias", bias),
-            ("running_mean", running_mean),
-            ("running_var", running_var),
-        ):
-            _check_vector(op, name, a, c)
+        _check_vectors(
+            op, c, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var
+        )
         rm, rm_back = _writable_target(op, "running_mean", running_mean)
         rv, rv_back = _writable_target(op, "running_var", running_var)
         ctype = _CTYPES[dtype]
@@ -644,13 +646,9 @@ class CBackend(NumpyBackend):
         if dtype is None or running_mean is None or running_var is None:
             return super().batch_norm_forward_eval(x, running_mean, running_var, weight, bias, eps)
         n, c = x.shape
-        for name, a in (
-            ("running_mean", running_mean),
-            ("running_var", running_var),
-            ("weight", weight),
-            ("bias", bias),
-        ):
-            _check_vector(op, name, a, c)
+        _check_vectors(
+            op, c, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias
+        )
         ctype = _CTYPES[dtype]
         x, running_mean, running_var = _c_layout(x), _c_layout(running_mean), _c_layout(running_var)
         weight = None if weight is None else _c_layout(weight)
@@ -674,9 +672,8 @@ class CBackend(NumpyBackend):
     def _norm_backward(self, op, gy, x, mean, invstd, weight, stats_len, params_len):
         """The shared body of batch_norm_backward and layer_norm_backward."""
         dtype = x.dtype
-        _check_vector(op, "mean", mean, stats_len)
-        _check_vector(op, "invstd", invstd, stats_len)
-        _check_vector(op, "weight", weight, params_len)
+        _check_vectors(op, stats_len, mean=mean, invstd=invstd)
+        _check_vectors(op, params_len, weight=weight)
         ctype = _CTYPES[dtype]
         gy, x, mean, invstd = _c_layout(gy), _c_layout(x), _c_layout(mean), _c_layout(invstd)
         weight = None if weight is None else _c_layout(weight)
@@ -715,8 +712,7 @@ class CBackend(NumpyBackend):
         if dtype is None:
             return super().layer_norm_forward(x, weight, bias, eps)
         r, d = x.shape
-        _check_vector(op, "weight", weight, d)
-        _check_vector(op, "bias", bias, d)
+        _check_vectors(op, d, weight=weight, bias=bias)
         ctype = _CTYPES[dtype]
         x = _c_layout(x)
         weight = None if weight is None else _c_layout(weight)

@@ -184,10 +184,10 @@ def batch_norm(
     """
     fn = "batch_norm"
     x = _tensor(fn, "input", input)
-    running = [
-        _optional_tensor(fn, n, t)
-        for n, t in (("running_mean", running_mean), ("running_var", running_var))
-    ]
+    running = (
+        _optional_tensor(fn, "running_mean", running_mean),
+        _optional_tensor(fn, "running_var", running_var),
+    )
     w = _optional_tensor(fn, "weight", weight)
     b = _optional_tensor(fn, "bias", bias)
     momentum = _number(fn, "momentum", momentum, 0.0, 1.0)
@@ -196,8 +196,8 @@ def batch_norm(
         raise ValueError(f"{fn}: expected 2D or 3D input (got {x.ndim}D input)")
     if training:
         _check_batch_size(fn, x)
-    for name, t in zip(("running_mean", "running_var"), running, strict=True):
-        if t is not None and t.requires_grad:
+    for name, t in (("running_mean", running[0]), ("running_var", running[1])):
+        if t is not None and t._requires_grad:
             raise ValueError(f"{fn}: {name} must not require grad; it is a buffer, not a weight")
     out = ops.BatchNorm.apply(x, w, b, *running, bool(training), momentum, eps)
     if training:

@@ -34,6 +34,13 @@ def _float(op: str, name: str, a: np.ndarray | None) -> None:
 
 def _same_dtype(op: str, x: np.ndarray, **others: np.ndarray | None) -> None:
     """Kernels take one dtype per call; mixing them is refused rather than cast silently."""
+    dtype = x.dtype
+    if dtype.kind == "f":
+        for a in others.values():
+            if a is not None and a.dtype != dtype:
+                break
+        else:
+            return  # the common case, checked first: one float dtype throughout
     _float(op, "input", x)
     for name, a in others.items():
         _float(op, name, a)
@@ -44,9 +51,11 @@ def _same_dtype(op: str, x: np.ndarray, **others: np.ndarray | None) -> None:
             )
 
 
-def _shape_is(op: str, name: str, a: np.ndarray | None, shape: tuple) -> None:
-    if a is not None and a.shape != shape:
-        raise ValueError(f"{op}: {name} has shape {a.shape}; expected {shape}")
+def _shapes_are(op: str, shape: tuple, **arrays: np.ndarray | None) -> None:
+    """Each of ``arrays`` is None or has ``shape``."""
+    for name, a in arrays.items():
+        if a is not None and a.shape != shape:
+            raise ValueError(f"{op}: {name} has shape {a.shape}; expected {shape}")
 
 
 def _check_reduction(op: str, reduction: str) -> None:
@@ -98,7 +107,7 @@ class Linear(Function):
                 f"linear: input of shape {x.shape} does not end in in_features={in_features} "
                 f"(weight has shape {weight.shape})"
             )
-        _shape_is("linear", "bias", bias, (out_features,))
+        _shapes_are("linear", (out_features,), bias=bias)
         rows = math.prod(x.shape[:-1])
         x2 = x.reshape(rows, in_features)
         need_x, need_w = ctx.needs_input_grad[:2]
@@ -159,14 +168,14 @@ class BatchNorm(Function):
         )
         if x.ndim not in (2, 3):
             raise ValueError(f"{op}: expected 2D or 3D input (got {x.ndim}D input)")
-        channels = x.shape[1]
-        for name, a in (
-            ("weight", weight),
-            ("bias", bias),
-            ("running_mean", running_mean),
-            ("running_var", running_var),
-        ):
-            _shape_is(op, name, a, (channels,))
+        _shapes_are(
+            op,
+            (x.shape[1],),
+            weight=weight,
+            bias=bias,
+            running_mean=running_mean,
+            running_var=running_var,
+        )
         if not training and (running_mean is None or running_var is None):
             raise ValueError(
                 f"{op}: running_mean and running_var must be given when training=False"
@@ -224,8 +233,7 @@ class LayerNorm(Function):
                 f"{op}: input of shape {x.shape} has fewer than {normalized_ndim} dims to normalize"
             )
         normalized = x.shape[x.ndim - normalized_ndim :]
-        _shape_is(op, "weight", weight, normalized)
-        _shape_is(op, "bias", bias, normalized)
+        _shapes_are(op, normalized, weight=weight, bias=bias)
         d = math.prod(normalized)
         x2 = x.reshape(math.prod(x.shape[: x.ndim - normalized_ndim]), d)
         w = None if weight is None else weight.reshape(d)
@@ -382,7 +390,7 @@ class CrossEntropy(Function):
             raise ValueError(f"{op}: input must have a class dim, got a 0-d tensor")
         classes = logits.shape[1] if logits.ndim > 1 else logits.shape[0]
         _same_dtype(op, logits, weight=weight)
-        _shape_is(op, "weight", weight, (classes,))
+        _shapes_are(op, (classes,), weight=weight)
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
         probabilities = target.dtype.kind == "f"
