@@ -47,12 +47,21 @@ __all__ = [
 # Grad mode and anomaly mode
 # ---------------------------------------------------------------------------
 
-_local = threading.local()  # grad mode is per thread, as in PyTorch
+
+class _GradState(threading.local):
+    """Grad mode, per thread as in PyTorch. The class attribute is every thread's
+    default, so reading it is a plain attribute lookup: ``getattr`` with a
+    default costs ten times as much when the attribute was never set."""
+
+    grad_enabled = True
+
+
+_local = _GradState()
 _anomaly = {"enabled": False}
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_local, "grad_enabled", True)
+    return _local.grad_enabled
 
 
 class _GradMode(contextlib.ContextDecorator):
@@ -227,7 +236,7 @@ class Function:
         # attribute look-ups; a graph node is recorded only if some input needs
         # a gradient.
         ctx = Context(cls)
-        grad_on = getattr(_local, "grad_enabled", True)  # is_grad_enabled(), inlined
+        grad_on = _local.grad_enabled  # is_grad_enabled(), inlined
         any_need = False
         arrays = []
         needs = []
@@ -245,10 +254,11 @@ class Function:
         if anomaly:
             ctx._stack = traceback.extract_stack()[:-1]
 
-        raw = cls.forward(ctx, *arrays, **kwargs)
+        raw = cls.forward(ctx, *arrays, **kwargs) if kwargs else cls.forward(ctx, *arrays)
         single = type(raw) is not tuple
         if single:
-            outputs = (raw if type(raw) is np.ndarray else _as_array(raw),)
+            out = raw if type(raw) is np.ndarray else _as_array(raw)
+            outputs = (out,)
         else:
             outputs = tuple([_as_array(r) for r in raw])
         if anomaly and _non_finite(outputs) and not _non_finite(arrays):
@@ -257,13 +267,14 @@ class Function:
                 f"it was called at\n{_user_frame(ctx._stack)}"
             )
 
+        wrap = Tensor._wrap
         if not any_need:
             if single:
-                out = outputs[0]
+                if out.base is None:
+                    return wrap(out)
                 # a view shares its base's version counter (see _version_of_viewed)
-                version = _version_of_viewed(out, args) if out.base is not None else None
-                return Tensor._wrap(out, version=version)
-            return tuple([Tensor._wrap(o) for o in outputs])
+                return wrap(out, None, 0, _version_of_viewed(out, args))
+            return tuple([wrap(o) for o in outputs])
 
         if ctx._saved:
             ctx._saved_versions = _versions_of_saved_inputs(ctx._saved, args)
@@ -280,9 +291,7 @@ class Function:
                 input_meta.append(None)
         ctx._edges = tuple(edges)
         ctx._input_meta = tuple(input_meta)
-        wrap = Tensor._wrap
         if single:
-            out = outputs[0]
             ctx._output_meta = ((out.shape, out.dtype),)
             return wrap(out, ctx) if out.dtype.kind == "f" else wrap(out)
         ctx._output_meta = tuple([(o.shape, o.dtype) for o in outputs])

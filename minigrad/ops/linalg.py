@@ -11,8 +11,6 @@ from ..autograd import Function
 
 
 def _check(a: np.ndarray, b: np.ndarray) -> None:
-    if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:
-        return  # the common case, checked first
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(
             f"matmul: both operands need at least 1 dim, got shapes {a.shape} and {b.shape}; "
@@ -26,21 +24,19 @@ def _check(a: np.ndarray, b: np.ndarray) -> None:
         )
 
 
-def _gemm_ready(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype.kind == "f"
-
-
 class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
         if type(a) is not np.ndarray or type(b) is not np.ndarray:  # a number or a list
             a, b = np.asarray(a), np.asarray(b)
-        _check(a, b)
+        matrices = a.ndim == 2 and b.ndim == 2
+        if not (matrices and a.shape[1] == b.shape[0]):  # the common case, checked first
+            _check(a, b)
         need_a, need_b = ctx.needs_input_grad
         if need_a or need_b:
             ctx.ndims = (a.ndim, b.ndim)
             ctx.save_for_backward(a if need_b else None, b if need_a else None)
-        if _gemm_ready(a, b):
+        if matrices and a.dtype == b.dtype and a.dtype.kind == "f":
             return backend.active.gemm(a, b)
         try:
             return np.matmul(a, b)

@@ -136,6 +136,14 @@ class Linear(Function):
 # ---------------------------------------------------------------------------
 
 
+def _reshaped(a: np.ndarray | None, shape: tuple) -> np.ndarray | None:
+    """a with ``shape``: itself when it has it already (a view costs as much as a
+    small kernel's whole Python path), else a reshape."""
+    if a is None or a.shape == shape:
+        return a
+    return a.reshape(shape)
+
+
 def _channels_last(x: np.ndarray) -> np.ndarray:
     """(N, C) stays as it is; (N, C, L) becomes (N*L, C), a copy (the kernels
     want each channel as one column of a row-major matrix)."""
@@ -235,30 +243,31 @@ class LayerNorm(Function):
         normalized = x.shape[x.ndim - normalized_ndim :]
         _shapes_are(op, normalized, weight=weight, bias=bias)
         d = math.prod(normalized)
-        x2 = x.reshape(math.prod(x.shape[: x.ndim - normalized_ndim]), d)
-        w = None if weight is None else weight.reshape(d)
-        b = None if bias is None else bias.reshape(d)
-        y2, mean, invstd = backend.active.layer_norm_forward(x2, w, b, eps)
+        rows_cols = (math.prod(x.shape[: x.ndim - normalized_ndim]), d)
+        y2, mean, invstd = backend.active.layer_norm_forward(
+            _reshaped(x, rows_cols), _reshaped(weight, (d,)), _reshaped(bias, (d,)), eps
+        )
         # x and weight themselves, not their reshaped views: the engine spots
         # an in-place change to a saved input only by identity.
         ctx.save_for_backward(x, mean, invstd, weight)
-        ctx.rows_cols, ctx.normalized = x2.shape, normalized
-        return y2.reshape(x.shape)
+        ctx.rows_cols, ctx.normalized = rows_cols, normalized
+        return _reshaped(y2, x.shape)
 
     @staticmethod
     def backward(ctx, grad):
         x, mean, invstd, weight = ctx.saved_tensors
         rows_cols, normalized = ctx.rows_cols, ctx.normalized
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gy = grad.reshape(rows_cols)
-        w = None if weight is None else weight.reshape(rows_cols[1])
-        gx, gw, gb = backend.active.layer_norm_backward(gy, x.reshape(rows_cols), mean, invstd, w)
+        gy = _reshaped(grad, rows_cols)
+        gx, gw, gb = backend.active.layer_norm_backward(
+            gy, _reshaped(x, rows_cols), mean, invstd, _reshaped(weight, (rows_cols[1],))
+        )
         if need_b and gb is None:
             gb = gy.sum(axis=0)
         return (
-            gx.reshape(x.shape) if need_x else None,
-            gw.reshape(normalized) if need_w else None,
-            gb.reshape(normalized) if need_b else None,
+            _reshaped(gx, x.shape) if need_x else None,
+            _reshaped(gw, normalized) if need_w else None,
+            _reshaped(gb, normalized) if need_b else None,
         )
 
 
