@@ -474,6 +474,94 @@ DEFINE_AVX512_NARROW_KERNEL(double, 8_f64, __m512d, 8, __mmask8, _mm512_set1_pd,
                             _mm512_setzero_pd, _mm512_load_pd, _mm512_fmadd_pd,
                             _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd)
 
+/*
+ * Narrower than a vector (a classifier's n = 10), the 16-row kernel still
+ * spends 16 multiply-adds a step, 6 of them on padding. Turned around, with
+ * one accumulator per column holding its 16 rows, a step is one aligned
+ * load of the packed A column, n broadcasts of B and n multiply-adds: for
+ * n = 10, 11 loads and 10 multiply-adds instead of 17 and 16. The same
+ * packed panels feed it; the finished tile goes out through a transpose in
+ * a small buffer, with the same FMAs per element as the vector epilogue.
+ * One copy per width, so that the accumulators stay in registers.
+ */
+#define DEFINE_AVX512_COLUMNS_KERNEL(NC)                                                       \
+    MG_TARGET_AVX512 static void columns_##NC##_f32_avx512(                                   \
+        size_t kc, const float *restrict a, const float *restrict b, float *restrict c,       \
+        size_t ldc, size_t mr, float alpha, float beta, const float *restrict bias)           \
+    {                                                                                         \
+        __m512 acc[NC];                                                                       \
+        float tile[NC][16];                                                                   \
+        for (int j = 0; j < NC; j++)                                                          \
+            acc[j] = _mm512_setzero_ps();                                                     \
+        for (size_t p = 0; p < kc; p++) {                                                     \
+            __m512 a0 = _mm512_load_ps(a);                                                    \
+            for (int j = 0; j < NC; j++)                                                      \
+                acc[j] = _mm512_fmadd_ps(a0, _mm512_set1_ps(b[j]), acc[j]);                   \
+            a += AVX512_NARROW_MR;                                                            \
+            b += 16;                                                                          \
+        }                                                                                     \
+        for (int j = 0; j < NC; j++)                                                          \
+            _mm512_storeu_ps(tile[j], acc[j]);                                                \
+        for (size_t i = 0; i < mr; i++) {                                                     \
+            float *row = c + i * ldc;                                                         \
+            for (int j = 0; j < NC; j++) {                                                    \
+                float c0 = bias != NULL ? bias[j] : 0.0f;                                     \
+                if (beta != 0)                                                                \
+                    c0 = __builtin_fmaf(beta, row[j], c0);                                    \
+                row[j] = __builtin_fmaf(alpha, tile[j][i], c0);                               \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+DEFINE_AVX512_COLUMNS_KERNEL(1)
+DEFINE_AVX512_COLUMNS_KERNEL(2)
+DEFINE_AVX512_COLUMNS_KERNEL(3)
+DEFINE_AVX512_COLUMNS_KERNEL(4)
+DEFINE_AVX512_COLUMNS_KERNEL(5)
+DEFINE_AVX512_COLUMNS_KERNEL(6)
+DEFINE_AVX512_COLUMNS_KERNEL(7)
+DEFINE_AVX512_COLUMNS_KERNEL(8)
+DEFINE_AVX512_COLUMNS_KERNEL(9)
+DEFINE_AVX512_COLUMNS_KERNEL(10)
+DEFINE_AVX512_COLUMNS_KERNEL(11)
+DEFINE_AVX512_COLUMNS_KERNEL(12)
+DEFINE_AVX512_COLUMNS_KERNEL(13)
+DEFINE_AVX512_COLUMNS_KERNEL(14)
+DEFINE_AVX512_COLUMNS_KERNEL(15)
+
+/* A call whose n is below 16 has tiles nr = n wide, all of them. */
+MG_TARGET_AVX512 static void ukernel_16xn_f32_avx512(size_t kc, const float *restrict a,
+                                                     const float *restrict b, float *restrict c,
+                                                     size_t ldc, size_t mr, size_t nr,
+                                                     float alpha, float beta,
+                                                     const float *restrict bias)
+{
+#define COLUMNS_CASE(NC)                                                                       \
+    case NC:                                                                                   \
+        columns_##NC##_f32_avx512(kc, a, b, c, ldc, mr, alpha, beta, bias);                    \
+        break;
+    switch (nr) {
+        COLUMNS_CASE(1)
+        COLUMNS_CASE(2)
+        COLUMNS_CASE(3)
+        COLUMNS_CASE(4)
+        COLUMNS_CASE(5)
+        COLUMNS_CASE(6)
+        COLUMNS_CASE(7)
+        COLUMNS_CASE(8)
+        COLUMNS_CASE(9)
+        COLUMNS_CASE(10)
+        COLUMNS_CASE(11)
+        COLUMNS_CASE(12)
+        COLUMNS_CASE(13)
+        COLUMNS_CASE(14)
+        COLUMNS_CASE(15)
+    default:
+        ukernel_16x16_f32_avx512(kc, a, b, c, ldc, mr, nr, alpha, beta, bias);
+    }
+#undef COLUMNS_CASE
+}
+
 /* ---- AVX2+FMA micro-kernels -----------------------------------------------
  *
  * 6 rows x 2 vectors: 12 accumulators, 2 B vectors and a broadcast fill 15
@@ -688,7 +776,9 @@ DEFINE_AVX2_KERNEL(double, 8_f64, __m256d, 4, _mm256_set1_pd, _mm256_setzero_pd,
     (kernel_info_##S){KERNEL, pack_a_##S##_##ISA, pack_b_##S##_##ISA, MR, NR}
 #define KERNEL_TABLE_f32(level, n, k)                                                          \
     do {                                                                                       \
-        if ((level) >= 2 && (n) <= 16)                                                         \
+        if ((level) >= 2 && (n) < 16)                                                          \
+            k = KERNEL_INFO(f32, ukernel_16xn_f32_avx512, avx512, AVX512_NARROW_MR, 16);       \
+        else if ((level) >= 2 && (n) == 16)                                                    \
             k = KERNEL_INFO(f32, ukernel_16x16_f32_avx512, avx512, AVX512_NARROW_MR, 16);      \
         else if ((level) >= 2)                                                                 \
             k = KERNEL_INFO(f32, ukernel_8x32_f32_avx512, avx512, AVX512_MR, 32);              \

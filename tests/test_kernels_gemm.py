@@ -181,6 +181,16 @@ def test_sizes(c_always, rng, dtype, trans_a, trans_b):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([False, True], repeat=2)))
+def test_every_narrow_width(c_always, rng, dtype, trans_a, trans_b):
+    # Products narrower than a vector have a micro-kernel per width; 35 rows
+    # leave a ragged tile and k = 600 takes two blocks of k (beta, then 1).
+    for n in range(1, 18):
+        run(rng, 35, n, 600, dtype, trans_a, trans_b, -0.75, 2.5, with_out=True, with_bias=True)
+        run(rng, 35, n, 600, dtype, trans_a, trans_b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_k_zero_gives_beta_out_plus_bias(c_always, rng, dtype):
     out = rng.standard_normal((4, 6)).astype(dtype)
     bias = rng.standard_normal(6).astype(dtype)
