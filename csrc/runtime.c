@@ -119,7 +119,9 @@ int mg_get_num_threads(void)
  * 16 ms on two threads and 40 us on one. The master notes when it opens a
  * region; each worker compares that with when it started. One late start
  * alone happens on a quiet machine too (a few in a thousand training steps
- * here), so it takes two regions in a row. The shared values are atomics
+ * here), so it takes two regions in a row; and the first regions with a new
+ * thread count do not count, as their workers are being created. The
+ * shared values are atomics
  * written without locks: two Python threads opening regions at once can
  * only misjudge one region, which costs at most one pause. */
 #define LATE_WORKER_SECONDS 200e-6
@@ -131,6 +133,8 @@ static _Atomic double region_opened = 0.0;
 static _Atomic double solo_until = 0.0;
 static _Atomic double next_pause = FIRST_PAUSE_SECONDS;
 static atomic_int late_in_a_row = 0;
+static atomic_int pool_threads = 0;   /* the thread count of the last region */
+static atomic_int warming_up = 0;     /* regions still to pass before judging */
 #endif
 static atomic_ulong backoffs = 0;
 
@@ -147,8 +151,11 @@ int mg_threads_now(void)
 int mg_region_begin(int threads)
 {
 #ifdef _OPENMP
-    if (threads > 1)
+    if (threads > 1) {
+        if (atomic_exchange_explicit(&pool_threads, threads, memory_order_relaxed) != threads)
+            atomic_store_explicit(&warming_up, 4, memory_order_relaxed);
         atomic_store_explicit(&region_opened, omp_get_wtime(), memory_order_relaxed);
+    }
 #endif
     return threads;
 }
@@ -158,6 +165,11 @@ void mg_region_worker_started(void)
 #ifdef _OPENMP
     double now = omp_get_wtime();
     double pause = atomic_load_explicit(&next_pause, memory_order_relaxed);
+
+    if (atomic_load_explicit(&warming_up, memory_order_relaxed) > 0) {
+        atomic_fetch_sub_explicit(&warming_up, 1, memory_order_relaxed);
+        return;
+    }
 
     if (now - atomic_load_explicit(&region_opened, memory_order_relaxed) <= LATE_WORKER_SECONDS) {
         atomic_store_explicit(&late_in_a_row, 0, memory_order_relaxed);
