@@ -211,12 +211,12 @@ def _normalized_shape(fn: str, normalized_shape: Any) -> tuple[int, ...]:
     if isinstance(normalized_shape, (int, np.integer)):
         normalized_shape = (normalized_shape,)
     try:
-        shape = tuple(int(s) for s in normalized_shape)
-    except TypeError:
+        shape = tuple(map(int, normalized_shape))
+    except (TypeError, ValueError):
         raise TypeError(
             f"{fn}: normalized_shape must be an int or a sequence of ints, got {normalized_shape!r}"
         ) from None
-    if not shape or any(s < 0 for s in shape):
+    if not shape or min(shape) < 0:
         raise ValueError(
             f"{fn}: normalized_shape must be one or more non-negative sizes, got {shape}"
         )
