@@ -438,20 +438,43 @@ static chunk_stats combine(size_t chunks, const chunk_stats *part)
     }                                                                                    \
     /* t[j] = the smallest T whose position x / bound * half + half reaches j + 1, for  \
      * j < bins - 1: x is in bin j + 1 or above exactly when x >= t[j]. Positions rise   \
-     * with x, from 0 at -bound to bins at bound, so a bisection over the ordered keys   \
-     * finds it; the first guess is usually within an ulp, which narrows it at once      \
-     * (not near 0, where the ulps are tiny: the middle edge may take a full search). */ \
+     * with x, from 0 at -bound to bins at bound, so a search over the ordered keys      \
+     * finds it: from a first guess, steps doubling away from it until one crosses the   \
+     * edge, then a bisection. The guess is usually right or an ulp off (two or three    \
+     * tests) because it allows for the last rounding: a sum within half a gap below     \
+     * the edge rounds up to it. Near 0, where the ulps of x are tiny, that is many      \
+     * ulps: the middle edge is not 0 but just below it. */                              \
     static void bin_edges_##S(size_t bins, double bound, T *t)                           \
     {                                                                                    \
         double half = (double)bins / 2.0;                                                \
         for (size_t j = 0; j + 1 < bins; j++) {                                          \
             double edge = (double)(j + 1);                                               \
+            /* edge >= 1: the double below it has the bits one lower */                \
+            double below = (edge - mg_from_bits_f64(mg_bits_f64(edge) - 1)) / 2.0;       \
+            /* lo never reaches the edge, hi does */                                     \
             U lo = order_key_##S((T)-bound), hi = order_key_##S((T)bound);               \
-            U guess = order_key_##S((T)(bound * ((edge - half) / half)));                \
-            if (guess - 2 > lo && guess - 2 < hi && !reaches_##S(guess - 2, edge, bound, half)) \
-                lo = guess - 2;                                                          \
-            if (guess + 2 > lo && guess + 2 < hi && reaches_##S(guess + 2, edge, bound, half)) \
-                hi = guess + 2;                                                          \
+            U guess = order_key_##S((T)(bound * ((edge - half - below) / half)));        \
+            if (guess > lo && guess < hi) {                                              \
+                if (reaches_##S(guess, edge, bound, half)) {                             \
+                    hi = guess;                                                          \
+                    for (U step = 1; step != 0 && hi - lo > step; step *= 2) {           \
+                        if (!reaches_##S(hi - step, edge, bound, half)) {                \
+                            lo = hi - step;                                              \
+                            break;                                                       \
+                        }                                                                \
+                        hi -= step;                                                      \
+                    }                                                                    \
+                } else {                                                                 \
+                    lo = guess;                                                          \
+                    for (U step = 1; step != 0 && hi - lo > step; step *= 2) {           \
+                        if (reaches_##S(lo + step, edge, bound, half)) {                 \
+                            hi = lo + step;                                              \
+                            break;                                                       \
+                        }                                                                \
+                        lo += step;                                                      \
+                    }                                                                    \
+                }                                                                        \
+            }                                                                            \
             while (hi - lo > 1) {                                                        \
                 U mid = lo + (hi - lo) / 2;                                              \
                 if (reaches_##S(mid, edge, bound, half))                                 \

@@ -133,12 +133,16 @@ def test_histogram_stats(dtype, kind, bins):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("bins", [2, 3, 10, 11])
-def test_histogram_bins_at_their_edges(dtype, bins):
+@pytest.mark.parametrize("bins", [2, 3, 10, 11, MAX_BINS])
+@pytest.mark.parametrize("scale", [3.7, 1.0, 0.1, 1e-30, 3e37, "subnormal", "max"])
+def test_histogram_bins_at_their_edges(dtype, bins, scale):
     """Values a few ulps around every edge, 0 and -0.0 included, and around the
     middle edge (where the position's rounding moves the edge off 0 by many
-    ulps): each lands in the bin the float64 formula gives."""
-    bound = dtype(3.7)
+    ulps): each lands in the bin the float64 formula gives, for bounds of any
+    size (the kernel searches each edge from a guess)."""
+    info = np.finfo(dtype)
+    named = {"subnormal": 1000 * info.smallest_subnormal, "max": info.max}
+    bound = dtype(named.get(scale, scale))
     half = bins / 2
     values = [bound, -bound, dtype(0.0), dtype(-0.0)]
     for k in range(1, bins):
@@ -153,6 +157,7 @@ def test_histogram_bins_at_their_edges(dtype, bins):
     tiny = np.finfo(dtype).eps * float(bound)
     values += list((np.linspace(-4, 4, 81) * tiny).astype(dtype))
     x = np.array(values, dtype)
+    x = x[np.isfinite(x)]  # beyond the largest bound: inf, which no bin counts
     _, got = _histograms(C, [x], bins)
     _, want = _histograms(REF, [x], bins)
     np.testing.assert_array_equal(got, want)
