@@ -7,7 +7,8 @@
  * Three kernels add, in the same call, what GradientMonitor needs besides:
  *
  * - unit_stats: the units (columns) of an activation that are zero in every
- *   row of the batch (dead ReLUs);
+ *   row of the batch (dead ReLUs); unit_stats_multi does so for a list of
+ *   activations;
  * - histogram_stats: for a list of gradients, equal-width bins over
  *   [-max|g|, max|g|];
  * - change_stats: for a list of weights, the plain sums of each one and of
@@ -56,6 +57,9 @@
 /* Tensors of up to this many chunks (256K elements) keep their per-chunk
  * results on the stack; larger ones allocate them. */
 #define MG_STATS_STACK_CHUNKS 64
+
+/* unit_stats marks the units of up to this many per sample on the stack. */
+#define MG_STATS_STACK_UNITS 4096
 
 
 #define F32_EXP_MASK UINT32_C(0x7f800000)
@@ -239,12 +243,15 @@
                 ge[j + 2] += c2;                                                         \
         }                                                                                \
     }                                                                                    \
-    /* alive[j] = 1 where x[j] is not zero (NaN is not zero), for j < n. */              \
-    static TARGET void mark_nonzero_##S##_##ISA(size_t n, const T *restrict x,           \
+    /* alive[j] = 1 where x[i * c + j] is not zero (NaN is not zero) in a row i < r,    \
+     * for j < c: all the rows in one call (a call per row of a small batch cost     \
+     * more than the loop). */                                                       \
+    static TARGET void mark_nonzero_##S##_##ISA(size_t r, size_t c, const T *restrict x, \
                                                 unsigned char *restrict alive)           \
     {                                                                                    \
-        for (size_t j = 0; j < n; j++)                                                   \
-            alive[j] |= (unsigned char)((mg_bits_##S(x[j]) & ABS_MASK) != 0);            \
+        for (size_t i = 0; i < r; i++)                                                   \
+            for (size_t j = 0; j < c; j++)                                               \
+                alive[j] |= (unsigned char)((mg_bits_##S(x[i * c + j]) & ABS_MASK) != 0); \
     }
 
 #define DEFINE_STATS_LOOPS_f32(T, S, ISA, TARGET)                                        \
@@ -469,25 +476,49 @@ static chunk_stats combine(size_t chunks, const chunk_stats *part)
         return summarize_##S(&stats_loops_##S##_table[mg_simd_level()], n, out, x,        \
                              threshold, center);                                         \
     }                                                                                    \
-    int mg_unit_stats_##S(size_t r, size_t c, mg_tensor_stats *out,                      \
-                          unsigned long long *n_dead, const T *x, double threshold,      \
-                          double center)                                                 \
+    static int unit_summary_##S(const stats_loops_##S *f, size_t r, size_t c,             \
+                                mg_tensor_stats *out, unsigned long long *n_dead,        \
+                                const T *x, double threshold, double center)             \
     {                                                                                    \
-        const stats_loops_##S *f = &stats_loops_##S##_table[mg_simd_level()];            \
-        unsigned char *alive;                                                            \
+        unsigned char local[MG_STATS_STACK_UNITS], *alive = local;                       \
         int status = summarize_##S(f, r * c, out, x, threshold, center);                 \
         *n_dead = 0;                                                                     \
         /* Without a zero no unit can be dead: no second pass. */                        \
         if (status != MG_OK || out->n_zero == 0)                                         \
             return status;                                                               \
-        alive = calloc(c, 1);                                                            \
-        if (alive == NULL)                                                               \
+        if (c > MG_STATS_STACK_UNITS && (alive = malloc(c)) == NULL)                     \
             return MG_ERR_NOMEM;                                                         \
-        for (size_t i = 0; i < r; i++)                                                   \
-            f->mark_nonzero(c, x + i * c, alive);                                        \
+        memset(alive, 0, c);                                                             \
+        f->mark_nonzero(r, c, x, alive);                                                 \
         for (size_t j = 0; j < c; j++)                                                   \
             *n_dead += alive[j] == 0;                                                    \
-        free(alive);                                                                     \
+        if (alive != local)                                                              \
+            free(alive);                                                                 \
+        return MG_OK;                                                                    \
+    }                                                                                    \
+    int mg_unit_stats_##S(size_t r, size_t c, mg_tensor_stats *out,                      \
+                          unsigned long long *n_dead, const T *x, double threshold,      \
+                          double center)                                                 \
+    {                                                                                    \
+        return unit_summary_##S(&stats_loops_##S##_table[mg_simd_level()], r, c, out,    \
+                                n_dead, x, threshold, center);                           \
+    }                                                                                    \
+    int mg_unit_stats_multi_##S(size_t count, mg_tensor_stats *out,                      \
+                                unsigned long long *n_dead, const T *const *bufs,        \
+                                const size_t *lens, const size_t *units,                 \
+                                const double *thresholds, const double *centers)         \
+    {                                                                                    \
+        const stats_loops_##S *f = &stats_loops_##S##_table[mg_simd_level()];            \
+        for (size_t i = 0; i < count; i++)                                               \
+            if (units[i] == 0 ? lens[i] != 0 : lens[i] % units[i] != 0)                  \
+                return MG_ERR_RANGE;                                                     \
+        for (size_t i = 0; i < count; i++) {                                             \
+            size_t rows = units[i] == 0 ? 0 : lens[i] / units[i];                        \
+            int status = unit_summary_##S(f, rows, units[i], &out[i], &n_dead[i],        \
+                                          bufs[i], thresholds[i], centers[i]);           \
+            if (status != MG_OK)                                                         \
+                return status;                                                           \
+        }                                                                                \
         return MG_OK;                                                                    \
     }                                                                                    \
     /* Floats ordered as unsigned integers: the sign bit flipped for positive values,    \

@@ -72,7 +72,9 @@ def _assert_summaries_agree(got, want):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (1, 1), (64, 128), (33, 17), (300, 257)])
+@pytest.mark.parametrize(
+    "shape", [(0, 5), (5, 0), (1, 1), (64, 128), (33, 17), (300, 257), (3, 4099)]
+)
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_unit_stats(dtype, shape):
     rng = np.random.default_rng(shape[0] * 1000 + shape[1])
@@ -102,6 +104,74 @@ def test_unit_stats_dead_units_by_hand():
     assert C.unit_stats(out, np.ones((3, 4)), 4) == 0
     assert C.unit_stats(out, np.zeros(0, np.float32), 0) == 0
     assert C.unit_stats(out, np.zeros((2, 6), np.float32), 3) == 3  # (4, 3) seen as rows of 3
+
+
+# -- unit_stats_multi: unit_stats over a list in one call ------------------------------
+
+
+def _multi(backend, arrays, units, thresholds, centers):
+    out = np.zeros(len(arrays), STATS_DTYPE)
+    dead = np.zeros(len(arrays), np.uint64)
+    thresholds, centers = np.array(thresholds, np.float64), np.array(centers, np.float64)
+    with np.errstate(all="ignore"):
+        backend.unit_stats_multi(out, dead, arrays, units, thresholds, centers)
+    return out, dead
+
+
+def _activations(dtype, rng, kind):
+    """Activations of many shapes, some with dead units, a None and empty ones."""
+    arrays = []
+    for rows, units in ((64, 128), (33, 17), (1, 1), (0, 5), (300, 257), (7, 3), (16, 9)):
+        x = np.maximum(_values(dtype, rows * units, rng, kind).reshape(rows, units), 0)
+        if rows and units > 4:
+            x[:, 1] = 0
+            x[:, 3] = -0.0
+        arrays.append(x)
+    arrays.insert(2, None)  # a layer whose output was not recorded
+    arrays.append(_values(dtype, 5, rng, kind))  # 1-D
+    arrays.append(np.zeros((4, 6), dtype)[:, ::2])  # strided: read in C order
+    units = [0 if a is None else a.size // max(a.shape[0], 1) for a in arrays]
+    units[-2] = 1  # 1-D: one unit per element
+    units[4] = 5  # (0, 5): empty, yet its units are known
+    return arrays, units
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_unit_stats_multi(dtype, kind):
+    rng = np.random.default_rng(11)
+    arrays, units = _activations(dtype, rng, kind)
+    thresholds = [(np.inf, 0.49, 0.97)[i % 3] for i in range(len(arrays))]
+    centers = [(0.0, 0.5, 0.0)[i % 3] for i in range(len(arrays))]
+    got, got_dead = _multi(C, arrays, units, thresholds, centers)
+    want, want_dead = _multi(REF, arrays, units, thresholds, centers)
+    np.testing.assert_array_equal(got_dead, want_dead)
+    _assert_summaries_agree(got, want)
+    # the very bits of one unit_stats call per array
+    for i, a in enumerate(arrays):
+        one = np.zeros(1, STATS_DTYPE)
+        a = np.zeros(0, dtype) if a is None else a
+        with np.errstate(all="ignore"):
+            assert C.unit_stats(one, a, units[i], thresholds[i], centers[i]) == got_dead[i]
+        np.testing.assert_array_equal(one.view(np.uint64), got[i : i + 1].view(np.uint64))
+    assert got_dead[0] >= 2
+    assert got[2]["count"] == 0  # None is an empty array
+
+
+def test_unit_stats_multi_of_nothing_and_of_mixed_dtypes():
+    out, dead = _multi(C, [], [], [], [])
+    assert out.size == dead.size == 0
+    out, dead = _multi(C, [None, None], [0, 3], [np.inf, 1], [0, 0])
+    assert dead.tolist() == [0, 0] and out["count"].tolist() == [0, 0]
+    # float16 and lists mixing dtypes go to the reference, which calls unit_stats per array
+    x = np.array([[0, 1], [0, 2]], np.float32)
+    arrays = [x.astype(np.float16), x, x.astype(np.float64)]
+    got, got_dead = _multi(C, arrays, [2, 2, 2], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0])
+    want, want_dead = _multi(REF, arrays, [2, 2, 2], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0])
+    assert got_dead.tolist() == want_dead.tolist() == [1, 1, 1]
+    np.testing.assert_array_equal(got["sumsq"], want["sumsq"])
+    assert got["n_above"].tolist() == [2, 2, 2]
 
 
 # -- histogram_stats ---------------------------------------------------------------------
@@ -238,6 +308,32 @@ def test_bad_arguments(backend):
         backend.unit_stats(np.zeros(1), x, 3)
     with pytest.raises(ValueError, match="unit_stats: units"):
         backend.unit_stats(np.zeros(1, STATS_DTYPE), x, 5)
+    out, dead, ones = np.zeros(2, STATS_DTYPE), np.zeros(2, np.uint64), np.ones(2)
+    args = (ones, ones)
+    with pytest.raises(ValueError, match="unit_stats_multi: out"):
+        backend.unit_stats_multi(out[:1], dead, [x, x], [3, 3], *args)
+    with pytest.raises(ValueError, match="unit_stats_multi: dead"):
+        backend.unit_stats_multi(out, np.zeros(2, np.int64), [x, x], [3, 3], *args)
+    with pytest.raises(ValueError, match="unit_stats_multi: dead"):
+        backend.unit_stats_multi(out, dead[:1], [x, x], [3, 3], *args)
+    with pytest.raises(ValueError, match="unit_stats_multi: units"):
+        backend.unit_stats_multi(out, dead, [x, x], [3], *args)
+    with pytest.raises(ValueError, match=r"unit_stats_multi: units .* dividing its size \(12\)"):
+        backend.unit_stats_multi(out, dead, [x, x], [3, 5], *args)
+    with pytest.raises(ValueError, match="unit_stats_multi: units"):
+        backend.unit_stats_multi(out, dead, [x, x], [3, 0], *args)
+    with pytest.raises(ValueError, match="unit_stats_multi: units"):
+        backend.unit_stats_multi(out, dead, [x, x], [3, 3.0], *args)
+    with pytest.raises(ValueError, match="unit_stats_multi: units"):
+        backend.unit_stats_multi(out, dead, [x, x], np.array([3, 3]), *args)
+    with pytest.raises(ValueError, match=r"unit_stats_multi: thresholds .* float64"):
+        backend.unit_stats_multi(out, dead, [x, x], [3, 3], ones[:1], ones)
+    with pytest.raises(ValueError, match="unit_stats_multi: thresholds"):
+        backend.unit_stats_multi(out, dead, [x, x], [3, 3], [1.0, 1.0], ones)
+    with pytest.raises(ValueError, match="unit_stats_multi: centers"):
+        backend.unit_stats_multi(out, dead, [x, x], [3, 3], ones, ones.astype(np.float32))
+    with pytest.raises(TypeError, match="unit_stats_multi: arrays"):
+        backend.unit_stats_multi(out, dead, [x, x.tolist()], [3, 3], *args)
     with pytest.raises(ValueError, match="histogram_stats: out"):
         backend.histogram_stats(np.zeros(1, STATS_DTYPE), np.zeros((2, 10), np.uint64), [x, x])
     for bins in (0, MAX_BINS + 1):
@@ -281,6 +377,12 @@ def isa_outputs() -> dict:
         unit = np.zeros(1, STATS_DTYPE)
         out[f"dead_{key}"] = np.array(C.unit_stats(unit, relu, 512, 0.49, 0.5))
         out[f"unit_{key}"] = np.array(unit.tolist(), np.float64)
+        acts, units = _activations(dtype, rng, "zeros")
+        stats, dead = _multi(
+            C, [*acts, relu], [*units, 512], [0.49] * (len(acts) + 1), [0.5] * (len(acts) + 1)
+        )
+        out[f"multi_{key}"] = np.array(stats.tolist(), np.float64)
+        out[f"multi_dead_{key}"] = dead
     return out
 
 

@@ -60,24 +60,28 @@ STATS_DTYPE = np.dtype(
     ]
 )
 
+_U64, _F64 = np.dtype(np.uint64), np.dtype(np.float64)
+
 # The most bins ``histogram_stats`` takes (MG_MAX_BINS in csrc/minigrad.h).
 MAX_BINS = 64
 
 
+def _is_out(a, dtype: np.dtype, count: int) -> bool:
+    """Whether C can write ``count`` elements of ``dtype`` into a: a plain, writable,
+    aligned, C-contiguous ndarray (``flags.carray``) of that dtype and size."""
+    return type(a) is np.ndarray and a.dtype == dtype and a.size >= count and a.flags.carray
+
+
 def _is_stats_array(a, count: int) -> bool:
-    return (
-        type(a) is np.ndarray
-        and a.dtype == STATS_DTYPE
-        and a.size >= count
-        and a.flags.c_contiguous
-        and a.flags.aligned
-        and a.flags.writeable
-    )
+    return _is_out(a, STATS_DTYPE, count)
 
 
-def _stats_out_error(op: str, name: str, a, count: int) -> ValueError:
+def _stats_out_error(
+    op: str, name: str, a, count: int, dtype: str = "STATS_DTYPE", kind: str = ""
+) -> ValueError:
+    kind = kind or "writable C-contiguous"
     return ValueError(
-        f"{op}: {name} must be a writable C-contiguous array of STATS_DTYPE with at least "
+        f"{op}: {name} must be a {kind} array of {dtype} with at least "
         f"{count} elements, got {getattr(a, 'dtype', type(a).__name__)} "
         f"{getattr(a, 'shape', '')}"
     )
@@ -94,6 +98,42 @@ def check_unit_stats_args(out, x, units) -> None:
         raise ValueError(
             f"unit_stats: units must be a positive int dividing x.size ({size}), got {units!r}"
         )
+
+
+def check_unit_stats_multi_args(out, dead, arrays, units, thresholds, centers) -> None:
+    """The checks of ``unit_stats_multi``, shared by the backends (C relies on them)."""
+    op = "unit_stats_multi"
+    count = len(arrays)
+    if not _is_stats_array(out, count):
+        raise _stats_out_error(op, "out", out, count)
+    if not _is_out(dead, _U64, count):
+        raise _stats_out_error(op, "dead", dead, count, "uint64")
+    for name, a in (("thresholds", thresholds), ("centers", centers)):
+        if not (
+            type(a) is np.ndarray
+            and a.dtype == _F64
+            and a.ndim == 1
+            and a.size >= count
+            and a.flags.c_contiguous
+            and a.flags.aligned
+        ):
+            raise _stats_out_error(op, name, a, count, "float64", "C-contiguous 1-D")
+    if type(units) is not list or len(units) != count:
+        raise ValueError(
+            f"{op}: units must be a list with one int per array ({count}), got {units!r}"
+        )
+    for a, n in zip(arrays, units, strict=True):
+        if a is None:
+            size = 0
+        elif type(a) is np.ndarray:
+            size = a.size
+        else:
+            raise TypeError(f"{op}: arrays must hold numpy arrays or None, got {type(a).__name__}")
+        if type(n) is not int or n < 0 or (size and (n == 0 or size % n)):
+            raise ValueError(
+                f"{op}: units must hold, per array, a positive int dividing its size "
+                f"({size}), got {n!r}"
+            )
 
 
 def check_histogram_args(out, hist, arrays) -> None:
@@ -453,6 +493,21 @@ class Backend:
         zero in every row (NaN is not zero). None is dead when x is empty.
         ``x.size`` is a multiple of ``units`` (which is 0 only for an empty x).
         """
+        raise NotImplementedError
+
+    def unit_stats_multi(
+        self,
+        out: np.ndarray,
+        dead: np.ndarray,
+        arrays: Sequence[np.ndarray | None],
+        units: Sequence[int],
+        thresholds: Sequence[float],
+        centers: Sequence[float],
+    ) -> None:
+        """``unit_stats`` for each array, in one call: ``dead[i] = unit_stats(out[i :
+        i + 1], arrays[i], units[i], thresholds[i], centers[i])``. ``dead`` is a
+        uint64 array, ``thresholds`` and ``centers`` float64 arrays, ``units`` a list
+        of ints. None counts as an empty array (its units may be any int >= 0)."""
         raise NotImplementedError
 
     def histogram_stats(

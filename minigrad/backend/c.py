@@ -18,6 +18,8 @@ for C to win go to ``np.matmul``.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import warnings
 from typing import NamedTuple
@@ -32,6 +34,7 @@ from .base import (
     check_change_args,
     check_histogram_args,
     check_unit_stats_args,
+    check_unit_stats_multi_args,
     check_update_lists,
 )
 from .numpy import NumpyBackend
@@ -118,6 +121,7 @@ _FUSED_NAMES = (
     "adam_step_multi",
     "tensor_stats",
     "unit_stats",
+    "unit_stats_multi",
     "histogram_stats",
     "change_stats",
 )
@@ -133,6 +137,13 @@ _POINTER_ARRAYS = {
     np.dtype(np.float32): ffi.typeof("float *[]"),
     np.dtype(np.float64): ffi.typeof("double *[]"),
 }
+# Outputs pass require_writable by position: as a keyword it doubles the cost
+# of a call, and the statistics kernels make several per training step.
+_NULL, _from_buffer = ffi.NULL, ffi.from_buffer
+_FROM_BUFFER = {dtype: functools.partial(_from_buffer, ctype) for dtype, ctype in _CTYPES.items()}
+_NDARRAY = frozenset((np.ndarray,))
+_carray = operator.attrgetter("flags.carray")  # writable, aligned, C-contiguous
+_dtype_of, _size_of = operator.attrgetter("dtype"), operator.attrgetter("size")
 _STATS_ARRAY = ffi.typeof("mg_tensor_stats[]")
 _DOUBLES = ffi.typeof("double[]")
 _COUNTS = ffi.typeof("unsigned long long[]")
@@ -271,7 +282,7 @@ def _ptr(ctype, a):
 
 def _ptr_out(ctype, a):
     """A pointer to an output array C writes, or NULL for None."""
-    return ffi.NULL if a is None else ffi.from_buffer(ctype, a, require_writable=True)
+    return _NULL if a is None else _from_buffer(ctype, a, True)
 
 
 def _in_place_target(x) -> bool:
@@ -311,27 +322,61 @@ def _list_reduce(name: str, dtype, arrays: list) -> float:
     return out[0]
 
 
-def _list_dtype(arrays):
-    """The one dtype C takes that every array in the list (None aside) has, else None."""
-    dtype = None
+def _buffers(arrays):
+    """(dtype, pointer array, lengths, their sizes as ints, views) for a list
+    kernel, or None unless every entry is a NumPy array or None and the arrays
+    have one dtype C takes; None entries go as NULL with length 0. None means:
+    check the arguments (they may be wrong), then take the reference's path.
+    The views hold the arrays' buffers (or C-layout copies) until C returns.
+
+    A monitored training loop makes two such lists per step (gradients,
+    activations). The usual case, plain writable C-layout arrays of one dtype,
+    takes loops that run inside the interpreter's C code (map, set)."""
+    if _NDARRAY.issuperset(map(type, arrays)) and all(map(_carray, arrays)):
+        dtypes = set(map(_dtype_of, arrays))
+        if len(dtypes) == 1:
+            dtype = dtypes.pop()
+            from_buffer = _FROM_BUFFER.get(dtype)
+            if from_buffer is not None:
+                views, sizes = list(map(from_buffer, arrays)), tuple(map(_size_of, arrays))
+                bufs = ffi.new(_POINTER_ARRAYS[dtype], views)
+                return dtype, bufs, _lengths(sizes), sizes, views
+    dtype = ctype = None
+    views, sizes = [], []
     for a in arrays:
         if a is None:
+            views.append(_NULL)
+            sizes.append(0)
             continue
-        if a.dtype not in _FUSED or (dtype is not None and a.dtype != dtype):
+        if type(a) is not np.ndarray:
             return None
-        dtype = a.dtype
-    return dtype
+        if a.dtype is not dtype:
+            if dtype is None and a.dtype in _FUSED:
+                dtype, ctype = a.dtype, _CTYPES[a.dtype]
+            elif a.dtype != dtype:
+                return None
+        a = _c_layout(a)
+        views.append(_from_buffer(ctype, a))
+        sizes.append(a.size)
+    if dtype is None:
+        return None
+    sizes = tuple(sizes)
+    return dtype, ffi.new(_POINTER_ARRAYS[dtype], views), _lengths(sizes), sizes, views
 
 
-def _buffers(dtype, arrays):
-    """(pointer array, lengths, views) for a list kernel; None entries go as NULL
-    with length 0. The views (which hold the arrays' buffers) must stay
-    referenced until C returns."""
-    ctype, null, from_buffer = _CTYPES[dtype], ffi.NULL, ffi.from_buffer
-    arrays = [a if a is None else _c_layout(a) for a in arrays]
-    views = [null if a is None else from_buffer(ctype, a) for a in arrays]
-    lens = ffi.new(_SIZES, [0 if a is None else a.size for a in arrays])
-    return ffi.new(_POINTER_ARRAYS[dtype], views), lens, views
+# size_t arrays by their contents, for list kernels: the lists of a training loop
+# keep their sizes (and units) from one step to the next, and making a cffi
+# array costs about a microsecond there. C only reads them, so they can be shared.
+_SIZE_ARRAYS: dict[tuple, object] = {}
+
+
+def _lengths(sizes: tuple):
+    lens = _SIZE_ARRAYS.get(sizes)
+    if lens is None:
+        if len(_SIZE_ARRAYS) >= 256:
+            _SIZE_ARRAYS.clear()
+        lens = _SIZE_ARRAYS[sizes] = ffi.new(_SIZES, sizes)
+    return lens
 
 
 def _group_dtype(params, *lists) -> np.dtype | None:
@@ -1075,12 +1120,32 @@ class CBackend(NumpyBackend):
             raise _kernel_failed(kernel, status)
         return dead[0]
 
+    def unit_stats_multi(self, out, dead, arrays, units, thresholds, centers):
+        check_unit_stats_multi_args(out, dead, arrays, units, thresholds, centers)
+        buffers = _buffers(arrays)
+        if buffers is None:
+            return super().unit_stats_multi(out, dead, arrays, units, thresholds, centers)
+        dtype, bufs, lens, _, views = buffers
+        kernel = _FUSED[dtype]["unit_stats_multi"]
+        status = kernel(
+            len(arrays),
+            _ptr_out(_STATS_ARRAY, out),
+            _ptr_out(_COUNTS, dead),
+            bufs,
+            lens,
+            ffi.new(_SIZES, units),
+            _ptr(_DOUBLES, thresholds),
+            _ptr(_DOUBLES, centers),
+        )
+        _check_status(kernel, status)
+        del views  # referenced until here, while C read the buffers
+
     def histogram_stats(self, out, hist, arrays):
         check_histogram_args(out, hist, arrays)
-        dtype = _list_dtype(arrays)
-        if dtype is None:
+        buffers = _buffers(arrays)
+        if buffers is None:
             return super().histogram_stats(out, hist, arrays)
-        bufs, lens, views = _buffers(dtype, arrays)
+        dtype, bufs, lens, _, views = buffers
         kernel = _FUSED[dtype]["histogram_stats"]
         status = kernel(
             len(arrays),
@@ -1095,10 +1160,10 @@ class CBackend(NumpyBackend):
 
     def change_stats(self, sums, change, snapshot, arrays, copy):
         check_change_args(sums, change, snapshot, arrays, copy)
-        dtype = _list_dtype(arrays)
-        if dtype is None:
+        buffers = _buffers(arrays)
+        if buffers is None:
             return super().change_stats(sums, change, snapshot, arrays, copy)
-        bufs, lens, views = _buffers(dtype, arrays)
+        dtype, bufs, lens, _, views = buffers
         snap = _ptr_out(_CTYPES[dtype], snapshot if change is not None or copy else None)
         sums_ptr, change_ptr = _ptr_out(_DOUBLES, sums), _ptr_out(_DOUBLES, change)
         kernel = _FUSED[dtype]["change_stats"]
