@@ -393,3 +393,146 @@ def test_threads_give_identical_bits():
 @pytest.mark.parametrize("isa", SIMD_LEVELS)
 def test_forced_isa_gives_identical_bits(isa, tmp_path):
     assert_forced_isa_agrees("test_kernels_stats", isa_outputs, isa, SIMD_LEVELS, tmp_path)
+
+
+# -- stats_rows: the three kernels bound to tables of rows ------------------------------
+
+
+def _tables(n, m, rows=4, bins=10):
+    return {
+        "grad": np.zeros((rows, n), STATS_DTYPE),
+        "hist": np.zeros((rows, n, bins), np.uint64),
+        "weight": np.zeros((rows, n, 2)),
+        "change": np.full((rows, n, 2), np.nan),
+        "act": np.zeros((rows, m), STATS_DTYPE),
+        "dead": np.zeros((rows, m), np.uint64),
+        "thresholds": np.array([np.inf, 0.49, 0.97][:m] + [np.inf] * max(m - 3, 0)),
+        "centers": np.array([0.0, 0.5, 0.0][:m] + [0.0] * max(m - 3, 0)),
+    }
+
+
+def _bound(backend, tables):
+    return backend.stats_rows(*tables.values())
+
+
+def _steps(backend, dtype, kind):
+    """Three steps of a small model's numbers through a binding, the weights
+    updated in place in between and replaced by other arrays in the third."""
+    rng = np.random.default_rng(3)
+    shapes = [(6, 5), (6,), (3, 6), (3,)]
+    weights = [_values(dtype, int(np.prod(s)), rng, "plain").reshape(s) for s in shapes]
+    snapshot = np.zeros(sum(w.size for w in weights), dtype)
+    tables = _tables(len(shapes), 4)
+    bound = _bound(backend, tables)
+    units = []
+    for step in range(3):
+        grads = [_values(dtype, w.size, rng, kind).reshape(w.shape) for w in weights]
+        outputs = [np.maximum(_values(dtype, 8 * 6, rng, kind).reshape(8, 6), 0) for _ in range(3)]
+        outputs.append(_values(dtype, 8 * 3, rng, kind).reshape(8, 3))
+        if step == 1:
+            grads[1] = None  # a parameter without gradient
+            outputs[2] = None  # a layer that did not run
+            outputs[3] = outputs[3][:, ::2]  # strided: read in C order
+        if step == 2:
+            weights = [w.copy() for w in weights]  # other arrays, same sizes
+        with np.errstate(all="ignore"):
+            bound.changes(step, step - 1 if step else None, snapshot, weights, True)
+            units.append(bound.record(step, grads, outputs))
+        for w in weights:
+            w *= dtype(0.9)
+    return tables, snapshot, units
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["plain", "nan", "zeros"])
+def test_stats_rows_equal_the_reference(dtype, kind):
+    got, got_snapshot, got_units = _steps(C, dtype, kind)
+    want, want_snapshot, want_units = _steps(REF, dtype, kind)
+    assert got_units == want_units
+    assert got_units[0] == (6, 6, 6, 3) and got_units[1][2] is None and got_units[1][3] == 2
+    np.testing.assert_array_equal(got_snapshot, want_snapshot)
+    np.testing.assert_array_equal(got["hist"], want["hist"])
+    np.testing.assert_array_equal(got["dead"], want["dead"])
+    for name in ("grad", "act"):
+        _assert_summaries_agree(got[name].ravel(), want[name].ravel())
+    for name in ("weight", "change"):
+        close(got[name], want[name], 1e-12, what=name)
+    assert np.isnan(got["change"][2:]).all()  # rows not measured yet
+
+
+def test_stats_rows_without_arrays_and_with_float16():
+    for backend in (C, REF):
+        tables = _tables(0, 1)
+        bound = _bound(backend, tables)
+        bound.changes(0, None, np.zeros(0, np.float32), [], True)
+        assert bound.record(0, [], [np.zeros(3, np.float16)]) == (1,)
+        assert tables["act"][0]["count"] == 3
+
+
+def test_stats_rows_keep_the_weights_buffers_in_place():
+    """The C binding keeps pointers to the weights it read last: NumPy refuses
+    to resize them (as it would refuse the monitor, which refers to them)."""
+    weights = [np.ones(4, np.float32)]
+    bound = _bound(C, _tables(1, 1))
+    bound.changes(0, None, np.zeros(4, np.float32), weights, True)
+    with pytest.raises(ValueError, match="resize"):
+        weights[0].resize(1000, refcheck=False)
+
+
+@pytest.mark.parametrize("backend", [C, REF], ids=["c", "numpy"])
+def test_stats_rows_bad_arguments(backend):
+    tables = _tables(2, 2)
+    for name, bad in (
+        ("grad", np.zeros((4, 2))),
+        ("grad", np.zeros((0, 2), STATS_DTYPE)),
+        ("hist", np.zeros((4, 2, MAX_BINS + 1), np.uint64)),
+        ("weight", np.zeros((4, 3, 2))),
+        ("change", np.zeros((4, 2, 2), np.float32)),
+        ("act", np.zeros((3, 2), STATS_DTYPE)),
+        ("dead", np.zeros((4, 2), np.uint64)[:, ::-1]),
+        ("thresholds", np.zeros(3)),
+        ("centers", [0.0, 0.0]),
+    ):
+        with pytest.raises(ValueError, match=f"stats_rows: {name}"):
+            _bound(backend, {**tables, name: bad})
+    bound = _bound(backend, tables)
+    x = np.ones((3, 2), np.float32)
+    for row in (4, -1, 1.0, None):
+        with pytest.raises(
+            IndexError, match=r"StatsRows.histogram: row must be an int in \[0, 4\)"
+        ):
+            bound.record(row, [x, x], [x, x])
+        with pytest.raises(IndexError, match=r"StatsRows\.changes: row"):
+            bound.changes(
+                row if row is not None else 9, None, np.zeros(12, np.float32), [x, x], True
+            )
+    with pytest.raises(ValueError, match="StatsRows: expected 2 arrays, got 1"):
+        bound.record(0, [x], [x, x])
+    with pytest.raises(ValueError, match=r"StatsRows\.units: expected 2 arrays, got 3"):
+        bound.record(0, [x, x], [x, x, x])
+    with pytest.raises(TypeError, match="histogram_stats: arrays must hold numpy arrays"):
+        bound.record(0, [x, x.tolist()], [x, x])
+    with pytest.raises(ValueError, match="change_stats: snapshot"):
+        bound.changes(0, 1, np.zeros(11, np.float32), [x, x], True)
+
+
+def test_stats_rows_histogram_and_units_alone():
+    rng = np.random.default_rng(9)
+    grads = [_values(np.float32, n, rng, "plain") for n in (30, 6)]
+    outputs = [np.maximum(_values(np.float32, 40, rng, "plain").reshape(8, 5), 0), np.ones(())]
+    results = []
+    for backend in (C, REF):
+        tables = _tables(2, 2)
+        bound = _bound(backend, tables)
+        bound.histogram(1, grads)
+        assert bound.units(3, outputs) == (5, 1)
+        results.append(tables)
+    got, want = results
+    np.testing.assert_array_equal(got["hist"], want["hist"])
+    np.testing.assert_array_equal(got["dead"], want["dead"])
+    _assert_summaries_agree(got["grad"].ravel(), want["grad"].ravel())
+    _assert_summaries_agree(got["act"].ravel(), want["act"].ravel())
+    assert got["grad"][1]["count"].tolist() == [30, 6] and got["act"][3]["count"].tolist() == [
+        40,
+        1,
+    ]

@@ -22,6 +22,7 @@ import functools
 import operator
 import os
 import warnings
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -30,6 +31,7 @@ from minigrad._C import ffi, lib
 
 from . import pool
 from .base import (
+    StatsRows,
     TensorStats,
     check_change_args,
     check_histogram_args,
@@ -377,6 +379,121 @@ def _lengths(sizes: tuple):
             _SIZE_ARRAYS.clear()
         lens = _SIZE_ARRAYS[sizes] = ffi.new(_SIZES, sizes)
     return lens
+
+
+class _CStatsRows(StatsRows):
+    """The C backend's ``StatsRows``: pointers into the tables, taken once, and a
+    row is a pointer plus an offset, for the two calls a monitored step makes.
+    ``record`` passes the gradients and the outputs to C as one list. The
+    weights ``changes`` reads are the same arrays step after step (optimizers
+    update them in place): their pointer array is kept too, with the
+    snapshot's, and used while the same arrays come. Anything unusual (a row
+    out of range, a list of another length or of arrays C cannot read in
+    place) takes ``StatsRows``'s path, which checks it and calls the backend's
+    methods.
+
+    NumPy refuses to resize an array that has a weak reference: the weak
+    references below keep every buffer a pointer was taken of where it is."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        tables = (self.grad, self.hist, self.weight, self.change, self.act, self.dead)
+        self._refs = [weakref.ref(t) for t in tables]
+        self._grad_ptr = _from_buffer(_STATS_ARRAY, self.grad, True)
+        self._hist_ptr = _from_buffer(_COUNTS, self.hist, True)
+        self._weight_ptr = _from_buffer(_DOUBLES, self.weight, True)
+        self._change_ptr = _from_buffer(_DOUBLES, self.change, True)
+        self._act_ptr = _from_buffer(_STATS_ARRAY, self.act, True)
+        self._dead_ptr = _from_buffer(_COUNTS, self.dead, True)
+        self._thresholds_ptr = _from_buffer(_DOUBLES, self.thresholds)
+        self._centers_ptr = _from_buffer(_DOUBLES, self.centers)
+        self._bins = self.hist.shape[2]
+        # (weights, snapshot, dtype, pointer array, lengths, snapshot pointer, weak refs)
+        self._pinned: tuple | None = None
+
+    def record(self, row, grads, outputs):
+        # One list for the two kernels: gradients then outputs, read the same way.
+        n, m = self.n, self.m
+        buffers = None
+        if type(row) is int and 0 <= row < self.rows and len(grads) == n and len(outputs) == m:
+            buffers = _buffers([*grads, *outputs])
+        if buffers is not None:
+            try:  # (batch, ...) outputs; anything else: the general path
+                units = tuple(map(operator.floordiv, buffers[3][n:], map(len, outputs)))
+            except (TypeError, ZeroDivisionError):
+                buffers = None
+        if buffers is None:
+            return super().record(row, grads, outputs)
+        dtype, bufs, lens, _, views = buffers
+        bins, kernels = self._bins, _FUSED[dtype]
+        kernel = kernels["histogram_stats"]
+        status = kernel(
+            n, self._grad_ptr + n * row, self._hist_ptr + n * bins * row, bins, bufs, lens
+        )
+        if not status:
+            kernel = kernels["unit_stats_multi"]
+            status = kernel(
+                m,
+                self._act_ptr + m * row,
+                self._dead_ptr + m * row,
+                bufs + n,
+                lens + n,
+                _lengths(units),
+                self._thresholds_ptr,
+                self._centers_ptr,
+            )
+        if status:
+            raise _kernel_failed(kernel, status)
+        del views  # referenced until here, while C read the arrays
+        return units
+
+    def changes(self, sums_row, change_row, snapshot, arrays, copy):
+        pinned = self._pinned
+        if pinned is None or snapshot is not pinned[1] or not _same(arrays, pinned[0]):
+            pinned = self._pinned = self._pin(snapshot, arrays)
+        rows, n = self.rows, self.n
+        if (
+            pinned is None
+            or not (sums_row is None or (type(sums_row) is int and 0 <= sums_row < rows))
+            or not (change_row is None or (type(change_row) is int and 0 <= change_row < rows))
+        ):
+            return super().changes(sums_row, change_row, snapshot, arrays, copy)
+        _, _, dtype, bufs, lens, snap, _ = pinned
+        kernel = _FUSED[dtype]["change_stats"]
+        status = kernel(
+            n,
+            _NULL if sums_row is None else self._weight_ptr + 2 * n * sums_row,
+            _NULL if change_row is None else self._change_ptr + 2 * n * change_row,
+            snap,
+            bufs,
+            lens,
+            1 if copy else 0,
+        )
+        if status:
+            raise _kernel_failed(kernel, status)
+
+    def _pin(self, snapshot, arrays) -> tuple | None:
+        """What ``changes`` keeps of these weights and snapshot, if they are fine for
+        every call (a snapshot of their dtype and size, arrays C reads in place)."""
+        if len(arrays) != self.n or type(snapshot) is not np.ndarray:
+            return None
+        try:
+            check_change_args(None, None, snapshot, arrays, True)
+        except (TypeError, ValueError):
+            return None  # the checks on the way to the backend decide
+        buffers = _buffers(arrays)
+        if buffers is None or not all(map(_carray, arrays)):
+            return None
+        dtype, bufs, lens, _, _ = buffers
+        arrays = list(arrays)
+        refs = [weakref.ref(a) for a in (*arrays, snapshot)]
+        snap = _from_buffer(_CTYPES[dtype], snapshot, True)
+        return arrays, snapshot, dtype, bufs, lens, snap, refs
+
+
+def _same(arrays, kept: list) -> bool:
+    """Whether ``arrays`` holds the very arrays of ``kept``, in order."""
+    return len(arrays) == len(kept) and all(map(operator.is_, arrays, kept))
 
 
 def _group_dtype(params, *lists) -> np.dtype | None:
@@ -1170,3 +1287,6 @@ class CBackend(NumpyBackend):
         status = kernel(len(arrays), sums_ptr, change_ptr, snap, bufs, lens, int(bool(copy)))
         _check_status(kernel, status)
         del views  # referenced until here, while C read the buffers
+
+    def stats_rows(self, grad, hist, weight, change, act, dead, thresholds, centers):
+        return _CStatsRows(self, grad, hist, weight, change, act, dead, thresholds, centers)
