@@ -449,7 +449,11 @@ class _CStatsRows(StatsRows):
 
     def changes(self, sums_row, change_row, snapshot, arrays, copy):
         pinned = self._pinned
-        if pinned is None or snapshot is not pinned[1] or not _same(arrays, pinned[0]):
+        if (
+            pinned is None
+            or snapshot is not pinned[1]
+            or (arrays is not pinned[0] and not _same(arrays, pinned[0]))
+        ):
             pinned = self._pinned = self._pin(snapshot, arrays)
         rows, n = self.rows, self.n
         if (
@@ -485,13 +489,15 @@ class _CStatsRows(StatsRows):
         if buffers is None or not all(map(_carray, arrays)):
             return None
         dtype, bufs, lens, _, _ = buffers
-        arrays = list(arrays)
+        # A tuple cannot change: the next call passing this very one needs no
+        # comparison. Anything else is copied into one.
+        arrays = arrays if type(arrays) is tuple else tuple(arrays)
         refs = [weakref.ref(a) for a in (*arrays, snapshot)]
         snap = _from_buffer(_CTYPES[dtype], snapshot, True)
         return arrays, snapshot, dtype, bufs, lens, snap, refs
 
 
-def _same(arrays, kept: list) -> bool:
+def _same(arrays, kept: tuple) -> bool:
     """Whether ``arrays`` holds the very arrays of ``kept``, in order."""
     return len(arrays) == len(kept) and all(map(operator.is_, arrays, kept))
 

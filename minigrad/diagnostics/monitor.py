@@ -85,6 +85,9 @@ def _kind(module: Module) -> str:
     return type(module).__name__
 
 
+_data_of = operator.attrgetter("_data")
+
+
 def _present(arrays: list) -> tuple[bool, ...]:
     """Which entries are not None."""
     return tuple(map(operator.is_not, arrays, itertools.repeat(None)))
@@ -265,7 +268,7 @@ class GradientMonitor:
         # The weights at the last record, per dtype: (parameter indices, their values
         # one after another), and the arrays they were taken of.
         self._snapshots: list[tuple[list[int], np.ndarray]] = []
-        self._snapshot_of: list[np.ndarray] = []
+        self._snapshot_of: tuple[np.ndarray, ...] = ()
         self._dtypes: list[np.dtype] = []
         self._shapes: list[list[int]] = []
         self._sizes: list[int] = []
@@ -296,10 +299,13 @@ class GradientMonitor:
         """
         index = self.steps
         self.steps += 1
-        weights = [p._data for p in self._tensors]
         pending = self._pending  # the last record, whose update this step measures
-        if not self._snapshots_match(weights):
-            pending = None  # first step, or weights replaced by others of another size
+        weights = self._snapshot_of
+        if not (weights and all(map(operator.is_, map(_data_of, self._tensors), weights))):
+            # not the arrays of the snapshot (optimizers update in place)
+            weights = tuple(map(_data_of, self._tensors))
+            if not self._snapshots_match(weights):
+                pending = None  # first step, or weights replaced by others of another size
         row = self._rows.next_row() if index % self.every == 0 else None
         kernels = self._rows.kernels()
         if row is not None or pending is not None:
@@ -326,7 +332,7 @@ class GradientMonitor:
         units = kernels.record(row, grads, outputs)
         self._rows.commit(index, (self._shapes, self._sizes, has_grad, units))
 
-    def _measure_weights(self, kernels, weights: list[np.ndarray], row, pending) -> None:
+    def _measure_weights(self, kernels, weights: tuple[np.ndarray, ...], row, pending) -> None:
         """One pass over the weights: the change since the snapshot (the pending
         record's update), and on a recorded step their sums and a new snapshot.
         One call per dtype: a single one unless the model mixes dtypes."""
@@ -346,13 +352,11 @@ class GradientMonitor:
             if change is not None:
                 change[index] = part_change
 
-    def _snapshots_match(self, weights: list[np.ndarray]) -> bool:
-        """True when the snapshots fit these weight arrays (the same arrays as last
-        time, as optimizers update in place, or of the same sizes and dtypes);
-        otherwise make new ones, with nothing to compare against yet, and return
-        False. A snapshot holds the weights of one dtype one after another."""
-        if self._snapshot_of and all(map(operator.is_, weights, self._snapshot_of)):
-            return True
+    def _snapshots_match(self, weights: tuple[np.ndarray, ...]) -> bool:
+        """True when the snapshots fit these weight arrays (of the same sizes and
+        dtypes as the last ones); otherwise make new ones, with nothing to compare
+        against yet, and return False. A snapshot holds the weights of one dtype
+        one after another."""
         dtypes = [w.dtype for w in weights]
         sizes = [w.size for w in weights]
         fit = bool(self._snapshot_of) and sizes == self._sizes and dtypes == self._dtypes
