@@ -410,6 +410,8 @@ class _CStatsRows(StatsRows):
         self._bins = self.hist.shape[2]
         # (weights, snapshot, dtype, pointer array, lengths, snapshot pointer, weak refs)
         self._pinned: tuple | None = None
+        # record's last (sizes, batch sizes, units per sample, units as size_t[])
+        self._units: tuple = ((), (), (), None)
 
     def record(self, row, grads, outputs):
         # One list for the two kernels: gradients then outputs, read the same way.
@@ -418,12 +420,18 @@ class _CStatsRows(StatsRows):
         if type(row) is int and 0 <= row < self.rows and len(grads) == n and len(outputs) == m:
             buffers = _buffers([*grads, *outputs])
         if buffers is not None:
+            sizes = buffers[3]
             try:  # (batch, ...) outputs; anything else: the general path
-                units = tuple(map(operator.floordiv, buffers[3][n:], map(len, outputs)))
+                batches = tuple(map(len, outputs))
+                last = self._units
+                if sizes != last[0] or batches != last[1]:  # usually the last step's
+                    units = tuple(map(operator.floordiv, sizes[n:], batches))
+                    last = self._units = (sizes, batches, units, _lengths(units))
             except (TypeError, ZeroDivisionError):
                 buffers = None
         if buffers is None:
             return super().record(row, grads, outputs)
+        _, _, units, units_c = last
         dtype, bufs, lens, _, views = buffers
         bins, kernels = self._bins, _FUSED[dtype]
         kernel = kernels["histogram_stats"]
@@ -438,7 +446,7 @@ class _CStatsRows(StatsRows):
                 self._dead_ptr + m * row,
                 bufs + n,
                 lens + n,
-                _lengths(units),
+                units_c,
                 self._thresholds_ptr,
                 self._centers_ptr,
             )
