@@ -536,3 +536,42 @@ def test_stats_rows_histogram_and_units_alone():
         40,
         1,
     ]
+
+
+def _unaligned(a: np.ndarray) -> np.ndarray:
+    """A read-only copy of a whose data starts one byte past an aligned address."""
+    out = np.frombuffer(b"\0" + a.tobytes(), a.dtype, count=a.size, offset=1).reshape(a.shape)
+    assert not out.flags.aligned
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_list_kernels_read_unaligned_and_read_only_arrays(dtype):
+    """C may assume aligned elements (its vectorized loops do): such arrays are
+    copied first, through every entry point, and give the reference's numbers."""
+    rng = np.random.default_rng(4)
+    plain = [_values(dtype, n, rng, "zeros").reshape(-1, 5) for n in (40, 65)]
+    odd = [_unaligned(a) for a in plain]
+    got, want = _histograms(C, odd, 10), _histograms(REF, plain, 10)
+    np.testing.assert_array_equal(got[1], want[1])
+    _assert_summaries_agree(got[0], want[0])
+    got, want = (
+        _multi(C, odd, [5, 5], [0.5, 0.5], [0, 0]),
+        _multi(REF, plain, [5, 5], [0.5, 0.5], [0, 0]),
+    )
+    np.testing.assert_array_equal(got[1], want[1])
+    _assert_summaries_agree(got[0], want[0])
+    snap_c, snap_ref = np.zeros(105, dtype), np.zeros(105, dtype)
+    got, want = _change(C, odd, snap_c), _change(REF, plain, snap_ref)
+    close(got[0], want[0], 1e-12, what="sums")
+    np.testing.assert_array_equal(snap_c, snap_ref)
+    tables = {}
+    for backend, arrays in ((C, odd), (REF, plain)):
+        tables[backend] = _tables(2, 2)
+        bound = _bound(backend, tables[backend])
+        assert bound.record(0, arrays, arrays) == (5, 5)
+        bound.changes(1, 0, np.zeros(105, dtype), arrays, True)
+    for name in ("hist", "dead"):
+        np.testing.assert_array_equal(tables[C][name], tables[REF][name])
+    _assert_summaries_agree(tables[C]["grad"].ravel(), tables[REF]["grad"].ravel())
+    close(tables[C]["weight"], tables[REF]["weight"], 1e-12, what="weight")
