@@ -385,7 +385,8 @@ class GradientMonitor:
             self._built[row]["clip"] = self._clip(row)
 
     def remove(self) -> None:
-        """Detach the forward hooks; the history stays."""
+        """Detach the forward hooks and let go of the outputs they kept for a
+        ``step()``; the history stays."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
