@@ -500,9 +500,9 @@ class Backend:
         out: np.ndarray,
         dead: np.ndarray,
         arrays: Sequence[np.ndarray | None],
-        units: Sequence[int],
-        thresholds: Sequence[float],
-        centers: Sequence[float],
+        units: list[int],
+        thresholds: np.ndarray,
+        centers: np.ndarray,
     ) -> None:
         """``unit_stats`` for each array, in one call: ``dead[i] = unit_stats(out[i :
         i + 1], arrays[i], units[i], thresholds[i], centers[i])``. ``dead`` is a
