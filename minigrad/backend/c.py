@@ -408,7 +408,7 @@ class _CStatsRows(StatsRows):
         self._thresholds_ptr = _from_buffer(_DOUBLES, self.thresholds)
         self._centers_ptr = _from_buffer(_DOUBLES, self.centers)
         self._bins = self.hist.shape[2]
-        # (weights, snapshot, dtype, pointer array, lengths, snapshot pointer, weak refs)
+        # (weights, snapshot, kernel, pointer array, lengths, snapshot pointer, weak refs)
         self._pinned: tuple | None = None
         # record's last (sizes, batch sizes, units per sample, units as size_t[])
         self._units: tuple = ((), (), (), None)
@@ -470,8 +470,7 @@ class _CStatsRows(StatsRows):
             or not (change_row is None or (type(change_row) is int and 0 <= change_row < rows))
         ):
             return super().changes(sums_row, change_row, snapshot, arrays, copy)
-        _, _, dtype, bufs, lens, snap, _ = pinned
-        kernel = _FUSED[dtype]["change_stats"]
+        _, _, kernel, bufs, lens, snap, _ = pinned
         status = kernel(
             n,
             _NULL if sums_row is None else self._weight_ptr + 2 * n * sums_row,
@@ -502,7 +501,7 @@ class _CStatsRows(StatsRows):
         arrays = arrays if type(arrays) is tuple else tuple(arrays)
         refs = [weakref.ref(a) for a in (*arrays, snapshot)]
         snap = _from_buffer(_CTYPES[dtype], snapshot, True)
-        return arrays, snapshot, dtype, bufs, lens, snap, refs
+        return arrays, snapshot, _FUSED[dtype]["change_stats"], bufs, lens, snap, refs
 
 
 def _same(arrays, kept: tuple) -> bool:

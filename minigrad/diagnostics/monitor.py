@@ -85,7 +85,7 @@ def _kind(module: Module) -> str:
     return type(module).__name__
 
 
-_data_of = operator.attrgetter("_data")
+_data_of, _grad_of = operator.attrgetter("_data"), operator.attrgetter("grad._data")
 
 
 def _present(arrays: list) -> tuple[bool, ...]:
@@ -324,7 +324,7 @@ class GradientMonitor:
         # The usual case in one go: every parameter has a gradient.
         outputs = self._outputs
         try:
-            grads = [p.grad._data for p in self._tensors]
+            grads = list(map(_grad_of, self._tensors))
             has_grad = self._all_params
         except AttributeError:  # a parameter without gradient
             grads = [None if p.grad is None else p.grad._data for p in self._tensors]
