@@ -106,7 +106,7 @@ def _saturation(module: Module) -> tuple[float, float]:
 class _Rows:
     """The raw numbers of the recorded steps, one row per step, in arrays grown by
     doubling: a step writes into the next row (``count``), then adds it with
-    ``commit``, and allocates nothing. Columns follow the monitor's parameter
+    ``commit``, and allocates no array. Columns follow the monitor's parameter
     and activation order.
 
     The backend's kernels write rows through ``kernels()``, bound to these
@@ -120,7 +120,6 @@ class _Rows:
         self._bound = None
         # name -> (shape after the row index, dtype, initial value)
         self._layout = {
-            "step": ((), np.int64, 0),
             "grad": ((n_params,), STATS_DTYPE, 0),
             "hist": ((n_params, _BINS), np.uint64, 0),
             "weight": ((n_params, 2), np.float64, 0.0),  # sum and sum of squares
@@ -135,6 +134,7 @@ class _Rows:
         # equal, so that a step keeps no new object (each would add to the
         # garbage collector's work).
         self.layout: list[tuple[list, list, tuple, tuple]] = []
+        self.step: list[int] = []  # the step() count of each row
         self._grow(16)
 
     def _grow(self, capacity: int) -> None:
@@ -164,13 +164,13 @@ class _Rows:
         return bound
 
     def next_row(self) -> int:
-        if self.count == len(self.step):
+        if self.count == len(self.grad):
             self._grow(2 * self.count)
         return self.count
 
     def commit(self, step: int, layout: tuple) -> None:
         """Add the next row, written."""
-        self.step[self.count] = step
+        self.step.append(step)
         if self.layout and layout == self.layout[-1]:
             layout = self.layout[-1]
         self.layout.append(layout)
@@ -480,7 +480,7 @@ class GradientMonitor:
                 del agg[key]
 
         record = {
-            "step": int(rows.step[row]),
+            "step": rows.step[row],
             "global_norm": math.sqrt(total_sumsq),
             "clip": self._clip(row),
             "params": params,
