@@ -286,6 +286,20 @@ int mg_unit_stats_f64(size_t r, size_t c, mg_tensor_stats *out, unsigned long lo
                       const double *x, double threshold, double center);
 
 /*
+ * unit_stats over a list of `count` buffers in one call: out[i] and
+ * n_dead[i] are what mg_unit_stats gives for bufs[i] seen as lens[i] /
+ * units[i] rows of units[i] units, with thresholds[i] and centers[i].
+ * bufs[i] may be NULL when lens[i] is 0; units[i] divides lens[i] and is 0
+ * only when lens[i] is (MG_ERR_RANGE otherwise, before anything is read).
+ */
+int mg_unit_stats_multi_f32(size_t count, mg_tensor_stats *out, unsigned long long *n_dead,
+                            const float *const *bufs, const size_t *lens, const size_t *units,
+                            const double *thresholds, const double *centers);
+int mg_unit_stats_multi_f64(size_t count, mg_tensor_stats *out, unsigned long long *n_dead,
+                            const double *const *bufs, const size_t *lens, const size_t *units,
+                            const double *thresholds, const double *centers);
+
+/*
  * Over a list of `count` buffers, bufs[i] holding lens[i] elements (it may
  * be NULL when lens[i] is 0), in one call:
  *

@@ -280,3 +280,91 @@ def test_anomaly_names_op_and_user_line():
     backward_error = r"(?s)SqrtBackward.*backward.*test_diagnostics"
     with pytest.raises(FloatingPointError, match=backward_error), mg.detect_anomaly():
         y.sqrt().sum().backward()
+
+
+def _history_on(backend_name, steps=4):
+    previous = mg.get_backend()
+    mg.set_backend(backend_name)
+    try:
+        model = _model()
+        model[4].bias.requires_grad_(False)  # a parameter without gradient
+        monitor = GradientMonitor(model)
+        _train(model, monitor, steps=steps, clip=0.5)
+        return monitor.history
+    finally:
+        mg.set_backend(previous)
+
+
+def test_history_is_the_same_on_the_c_and_numpy_backends():
+    """The same training on either backend (float32 arithmetic that differs in
+    the last bits, so histogram bins may differ by an element at an edge)."""
+    c, ref = _history_on("c"), _history_on("numpy")
+    assert [r["step"] for r in c] == [r["step"] for r in ref] == [0, 1, 2, 3]
+    for got, want in zip(c, ref, strict=True):
+        assert got["params"]["4.bias"]["grad_norm"] is None
+        assert got.keys() == want.keys()
+        for section in ("params", "layers", "activations"):
+            assert got[section].keys() == want[section].keys()
+            for name, entry in got[section].items():
+                for key, value in entry.items():
+                    expected = want[section][name][key]
+                    if key == "hist" and value is not None:
+                        assert sum(value["counts"]) == sum(expected["counts"])
+                        assert value["edges"] == pytest.approx(expected["edges"], rel=1e-4)
+                    elif isinstance(value, float):
+                        assert value == pytest.approx(expected, rel=1e-4, abs=1e-6), (name, key)
+                    else:
+                        assert value == expected, (name, key)
+
+
+def test_activations_are_those_of_the_forward_that_built_the_graph():
+    model = _model()
+    monitor = GradientMonitor(model)
+    x, y = _batch()
+    seen = []
+
+    def keep_first(module, inputs, output):
+        if not seen:
+            seen.append(output.detach().numpy().copy())
+
+    model[1].register_forward_hook(keep_first)
+    loss = nn.CrossEntropyLoss()(model(x), y)
+    with mg.no_grad():
+        model(x * 100.0)  # an evaluation: not recorded
+    loss.backward()
+    monitor.step()
+    act = monitor.history[-1]["activations"]["1"]
+    assert act["mean"] == pytest.approx(float(seen[0].mean()), rel=1e-6)
+    assert act["max_abs"] == pytest.approx(float(seen[0].max()), rel=1e-6)
+
+
+def test_outputs_are_held_until_step_and_only_on_recorded_steps():
+    import gc
+    import weakref
+
+    model = _model()
+    monitor = GradientMonitor(model, every=2)
+    x, y = _batch()
+    outputs = []
+    model[5].register_forward_hook(lambda m, i, out: outputs.append(weakref.ref(out._data)))
+
+    def forward():
+        loss = nn.CrossEntropyLoss()(model(x), y)
+        loss.backward()
+        del loss
+        gc.collect()
+
+    forward()
+    assert outputs[-1]() is not None  # kept for step()
+    forward()  # no step() in between: the new outputs replace the old ones
+    assert outputs[0]() is None and outputs[1]() is not None
+    monitor.step()
+    gc.collect()
+    assert outputs[1]() is None  # read and let go
+    forward()  # step 1 is not recorded: nothing kept
+    assert outputs[2]() is None
+    monitor.step()
+    forward()
+    assert outputs[3]() is not None
+    monitor.remove()
+    assert outputs[3]() is None

@@ -72,7 +72,9 @@ def _assert_summaries_agree(got, want):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (1, 1), (64, 128), (33, 17), (300, 257)])
+@pytest.mark.parametrize(
+    "shape", [(0, 5), (5, 0), (1, 1), (64, 128), (33, 17), (300, 257), (3, 4099)]
+)
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_unit_stats(dtype, shape):
     rng = np.random.default_rng(shape[0] * 1000 + shape[1])
@@ -104,6 +106,74 @@ def test_unit_stats_dead_units_by_hand():
     assert C.unit_stats(out, np.zeros((2, 6), np.float32), 3) == 3  # (4, 3) seen as rows of 3
 
 
+# -- unit_stats_multi: unit_stats over a list in one call ------------------------------
+
+
+def _multi(backend, arrays, units, thresholds, centers):
+    out = np.zeros(len(arrays), STATS_DTYPE)
+    dead = np.zeros(len(arrays), np.uint64)
+    thresholds, centers = np.array(thresholds, np.float64), np.array(centers, np.float64)
+    with np.errstate(all="ignore"):
+        backend.unit_stats_multi(out, dead, arrays, units, thresholds, centers)
+    return out, dead
+
+
+def _activations(dtype, rng, kind):
+    """Activations of many shapes, some with dead units, a None and empty ones."""
+    arrays = []
+    for rows, units in ((64, 128), (33, 17), (1, 1), (0, 5), (300, 257), (7, 3), (16, 9)):
+        x = np.maximum(_values(dtype, rows * units, rng, kind).reshape(rows, units), 0)
+        if rows and units > 4:
+            x[:, 1] = 0
+            x[:, 3] = -0.0
+        arrays.append(x)
+    arrays.insert(2, None)  # a layer whose output was not recorded
+    arrays.append(_values(dtype, 5, rng, kind))  # 1-D
+    arrays.append(np.zeros((4, 6), dtype)[:, ::2])  # strided: read in C order
+    units = [0 if a is None else a.size // max(a.shape[0], 1) for a in arrays]
+    units[-2] = 1  # 1-D: one unit per element
+    units[4] = 5  # (0, 5): empty, yet its units are known
+    return arrays, units
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_unit_stats_multi(dtype, kind):
+    rng = np.random.default_rng(11)
+    arrays, units = _activations(dtype, rng, kind)
+    thresholds = [(np.inf, 0.49, 0.97)[i % 3] for i in range(len(arrays))]
+    centers = [(0.0, 0.5, 0.0)[i % 3] for i in range(len(arrays))]
+    got, got_dead = _multi(C, arrays, units, thresholds, centers)
+    want, want_dead = _multi(REF, arrays, units, thresholds, centers)
+    np.testing.assert_array_equal(got_dead, want_dead)
+    _assert_summaries_agree(got, want)
+    # the very bits of one unit_stats call per array
+    for i, a in enumerate(arrays):
+        one = np.zeros(1, STATS_DTYPE)
+        a = np.zeros(0, dtype) if a is None else a
+        with np.errstate(all="ignore"):
+            assert C.unit_stats(one, a, units[i], thresholds[i], centers[i]) == got_dead[i]
+        np.testing.assert_array_equal(one.view(np.uint64), got[i : i + 1].view(np.uint64))
+    assert got_dead[0] >= 2
+    assert got[2]["count"] == 0  # None is an empty array
+
+
+def test_unit_stats_multi_of_nothing_and_of_mixed_dtypes():
+    out, dead = _multi(C, [], [], [], [])
+    assert out.size == dead.size == 0
+    out, dead = _multi(C, [None, None], [0, 3], [np.inf, 1], [0, 0])
+    assert dead.tolist() == [0, 0] and out["count"].tolist() == [0, 0]
+    # float16 and lists mixing dtypes go to the reference, which calls unit_stats per array
+    x = np.array([[0, 1], [0, 2]], np.float32)
+    arrays = [x.astype(np.float16), x, x.astype(np.float64)]
+    got, got_dead = _multi(C, arrays, [2, 2, 2], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0])
+    want, want_dead = _multi(REF, arrays, [2, 2, 2], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0])
+    assert got_dead.tolist() == want_dead.tolist() == [1, 1, 1]
+    np.testing.assert_array_equal(got["sumsq"], want["sumsq"])
+    assert got["n_above"].tolist() == [2, 2, 2]
+
+
 # -- histogram_stats ---------------------------------------------------------------------
 
 
@@ -133,12 +203,16 @@ def test_histogram_stats(dtype, kind, bins):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("bins", [2, 3, 10, 11])
-def test_histogram_bins_at_their_edges(dtype, bins):
+@pytest.mark.parametrize("bins", [2, 3, 10, 11, MAX_BINS])
+@pytest.mark.parametrize("scale", [3.7, 1.0, 0.1, 1e-30, 3e37, "subnormal", "max"])
+def test_histogram_bins_at_their_edges(dtype, bins, scale):
     """Values a few ulps around every edge, 0 and -0.0 included, and around the
     middle edge (where the position's rounding moves the edge off 0 by many
-    ulps): each lands in the bin the float64 formula gives."""
-    bound = dtype(3.7)
+    ulps): each lands in the bin the float64 formula gives, for bounds of any
+    size (the kernel searches each edge from a guess)."""
+    info = np.finfo(dtype)
+    named = {"subnormal": 1000 * info.smallest_subnormal, "max": info.max}
+    bound = dtype(named.get(scale, scale))
     half = bins / 2
     values = [bound, -bound, dtype(0.0), dtype(-0.0)]
     for k in range(1, bins):
@@ -153,6 +227,7 @@ def test_histogram_bins_at_their_edges(dtype, bins):
     tiny = np.finfo(dtype).eps * float(bound)
     values += list((np.linspace(-4, 4, 81) * tiny).astype(dtype))
     x = np.array(values, dtype)
+    x = x[np.isfinite(x)]  # beyond the largest bound: inf, which no bin counts
     _, got = _histograms(C, [x], bins)
     _, want = _histograms(REF, [x], bins)
     np.testing.assert_array_equal(got, want)
@@ -233,6 +308,32 @@ def test_bad_arguments(backend):
         backend.unit_stats(np.zeros(1), x, 3)
     with pytest.raises(ValueError, match="unit_stats: units"):
         backend.unit_stats(np.zeros(1, STATS_DTYPE), x, 5)
+    out, dead, ones = np.zeros(2, STATS_DTYPE), np.zeros(2, np.uint64), np.ones(2)
+    args = (ones, ones)
+    with pytest.raises(ValueError, match="unit_stats_multi: out"):
+        backend.unit_stats_multi(out[:1], dead, [x, x], [3, 3], *args)
+    with pytest.raises(ValueError, match="unit_stats_multi: dead"):
+        backend.unit_stats_multi(out, np.zeros(2, np.int64), [x, x], [3, 3], *args)
+    with pytest.raises(ValueError, match="unit_stats_multi: dead"):
+        backend.unit_stats_multi(out, dead[:1], [x, x], [3, 3], *args)
+    with pytest.raises(ValueError, match="unit_stats_multi: units"):
+        backend.unit_stats_multi(out, dead, [x, x], [3], *args)
+    with pytest.raises(ValueError, match=r"unit_stats_multi: units .* dividing its size \(12\)"):
+        backend.unit_stats_multi(out, dead, [x, x], [3, 5], *args)
+    with pytest.raises(ValueError, match="unit_stats_multi: units"):
+        backend.unit_stats_multi(out, dead, [x, x], [3, 0], *args)
+    with pytest.raises(ValueError, match="unit_stats_multi: units"):
+        backend.unit_stats_multi(out, dead, [x, x], [3, 3.0], *args)
+    with pytest.raises(ValueError, match="unit_stats_multi: units"):
+        backend.unit_stats_multi(out, dead, [x, x], np.array([3, 3]), *args)
+    with pytest.raises(ValueError, match=r"unit_stats_multi: thresholds .* float64"):
+        backend.unit_stats_multi(out, dead, [x, x], [3, 3], ones[:1], ones)
+    with pytest.raises(ValueError, match="unit_stats_multi: thresholds"):
+        backend.unit_stats_multi(out, dead, [x, x], [3, 3], [1.0, 1.0], ones)
+    with pytest.raises(ValueError, match="unit_stats_multi: centers"):
+        backend.unit_stats_multi(out, dead, [x, x], [3, 3], ones, ones.astype(np.float32))
+    with pytest.raises(TypeError, match="unit_stats_multi: arrays"):
+        backend.unit_stats_multi(out, dead, [x, x.tolist()], [3, 3], *args)
     with pytest.raises(ValueError, match="histogram_stats: out"):
         backend.histogram_stats(np.zeros(1, STATS_DTYPE), np.zeros((2, 10), np.uint64), [x, x])
     for bins in (0, MAX_BINS + 1):
@@ -276,6 +377,12 @@ def isa_outputs() -> dict:
         unit = np.zeros(1, STATS_DTYPE)
         out[f"dead_{key}"] = np.array(C.unit_stats(unit, relu, 512, 0.49, 0.5))
         out[f"unit_{key}"] = np.array(unit.tolist(), np.float64)
+        acts, units = _activations(dtype, rng, "zeros")
+        stats, dead = _multi(
+            C, [*acts, relu], [*units, 512], [0.49] * (len(acts) + 1), [0.5] * (len(acts) + 1)
+        )
+        out[f"multi_{key}"] = np.array(stats.tolist(), np.float64)
+        out[f"multi_dead_{key}"] = dead
     return out
 
 
@@ -286,3 +393,185 @@ def test_threads_give_identical_bits():
 @pytest.mark.parametrize("isa", SIMD_LEVELS)
 def test_forced_isa_gives_identical_bits(isa, tmp_path):
     assert_forced_isa_agrees("test_kernels_stats", isa_outputs, isa, SIMD_LEVELS, tmp_path)
+
+
+# -- stats_rows: the three kernels bound to tables of rows ------------------------------
+
+
+def _tables(n, m, rows=4, bins=10):
+    return {
+        "grad": np.zeros((rows, n), STATS_DTYPE),
+        "hist": np.zeros((rows, n, bins), np.uint64),
+        "weight": np.zeros((rows, n, 2)),
+        "change": np.full((rows, n, 2), np.nan),
+        "act": np.zeros((rows, m), STATS_DTYPE),
+        "dead": np.zeros((rows, m), np.uint64),
+        "thresholds": np.array([np.inf, 0.49, 0.97][:m] + [np.inf] * max(m - 3, 0)),
+        "centers": np.array([0.0, 0.5, 0.0][:m] + [0.0] * max(m - 3, 0)),
+    }
+
+
+def _bound(backend, tables):
+    return backend.stats_rows(*tables.values())
+
+
+def _steps(backend, dtype, kind):
+    """Three steps of a small model's numbers through a binding, the weights
+    updated in place in between and replaced by other arrays in the third."""
+    rng = np.random.default_rng(3)
+    shapes = [(6, 5), (6,), (3, 6), (3,)]
+    weights = [_values(dtype, int(np.prod(s)), rng, "plain").reshape(s) for s in shapes]
+    snapshot = np.zeros(sum(w.size for w in weights), dtype)
+    tables = _tables(len(shapes), 4)
+    bound = _bound(backend, tables)
+    units = []
+    for step in range(3):
+        grads = [_values(dtype, w.size, rng, kind).reshape(w.shape) for w in weights]
+        outputs = [np.maximum(_values(dtype, 8 * 6, rng, kind).reshape(8, 6), 0) for _ in range(3)]
+        outputs.append(_values(dtype, 8 * 3, rng, kind).reshape(8, 3))
+        if step == 1:
+            grads[1] = None  # a parameter without gradient
+            outputs[2] = None  # a layer that did not run
+            outputs[3] = outputs[3][:, ::2]  # strided: read in C order
+        if step == 2:
+            weights = [w.copy() for w in weights]  # other arrays, same sizes
+        with np.errstate(all="ignore"):
+            bound.changes(step, step - 1 if step else None, snapshot, weights, True)
+            units.append(bound.record(step, grads, outputs))
+        for w in weights:
+            w *= dtype(0.9)
+    return tables, snapshot, units
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["plain", "nan", "zeros"])
+def test_stats_rows_equal_the_reference(dtype, kind):
+    got, got_snapshot, got_units = _steps(C, dtype, kind)
+    want, want_snapshot, want_units = _steps(REF, dtype, kind)
+    assert got_units == want_units
+    assert got_units[0] == (6, 6, 6, 3) and got_units[1][2] is None and got_units[1][3] == 2
+    np.testing.assert_array_equal(got_snapshot, want_snapshot)
+    np.testing.assert_array_equal(got["hist"], want["hist"])
+    np.testing.assert_array_equal(got["dead"], want["dead"])
+    for name in ("grad", "act"):
+        _assert_summaries_agree(got[name].ravel(), want[name].ravel())
+    for name in ("weight", "change"):
+        close(got[name], want[name], 1e-12, what=name)
+    assert np.isnan(got["change"][2:]).all()  # rows not measured yet
+
+
+def test_stats_rows_without_arrays_and_with_float16():
+    for backend in (C, REF):
+        tables = _tables(0, 1)
+        bound = _bound(backend, tables)
+        bound.changes(0, None, np.zeros(0, np.float32), [], True)
+        assert bound.record(0, [], [np.zeros(3, np.float16)]) == (1,)
+        assert tables["act"][0]["count"] == 3
+
+
+def test_stats_rows_keep_the_weights_buffers_in_place():
+    """The C binding keeps pointers to the weights it read last: NumPy refuses
+    to resize them (as it would refuse the monitor, which refers to them)."""
+    weights = [np.ones(4, np.float32)]
+    bound = _bound(C, _tables(1, 1))
+    bound.changes(0, None, np.zeros(4, np.float32), weights, True)
+    with pytest.raises(ValueError, match="resize"):
+        weights[0].resize(1000, refcheck=False)
+
+
+@pytest.mark.parametrize("backend", [C, REF], ids=["c", "numpy"])
+def test_stats_rows_bad_arguments(backend):
+    tables = _tables(2, 2)
+    for name, bad in (
+        ("grad", np.zeros((4, 2))),
+        ("grad", np.zeros((0, 2), STATS_DTYPE)),
+        ("hist", np.zeros((4, 2, MAX_BINS + 1), np.uint64)),
+        ("weight", np.zeros((4, 3, 2))),
+        ("change", np.zeros((4, 2, 2), np.float32)),
+        ("act", np.zeros((3, 2), STATS_DTYPE)),
+        ("dead", np.zeros((4, 2), np.uint64)[:, ::-1]),
+        ("thresholds", np.zeros(3)),
+        ("centers", [0.0, 0.0]),
+    ):
+        with pytest.raises(ValueError, match=f"stats_rows: {name}"):
+            _bound(backend, {**tables, name: bad})
+    bound = _bound(backend, tables)
+    x = np.ones((3, 2), np.float32)
+    for row in (4, -1, 1.0, None):
+        with pytest.raises(
+            IndexError, match=r"StatsRows.histogram: row must be an int in \[0, 4\)"
+        ):
+            bound.record(row, [x, x], [x, x])
+        with pytest.raises(IndexError, match=r"StatsRows\.changes: row"):
+            bound.changes(
+                row if row is not None else 9, None, np.zeros(12, np.float32), [x, x], True
+            )
+    with pytest.raises(ValueError, match="StatsRows: expected 2 arrays, got 1"):
+        bound.record(0, [x], [x, x])
+    with pytest.raises(ValueError, match=r"StatsRows\.units: expected 2 arrays, got 3"):
+        bound.record(0, [x, x], [x, x, x])
+    with pytest.raises(TypeError, match="histogram_stats: arrays must hold numpy arrays"):
+        bound.record(0, [x, x.tolist()], [x, x])
+    with pytest.raises(ValueError, match="change_stats: snapshot"):
+        bound.changes(0, 1, np.zeros(11, np.float32), [x, x], True)
+
+
+def test_stats_rows_histogram_and_units_alone():
+    rng = np.random.default_rng(9)
+    grads = [_values(np.float32, n, rng, "plain") for n in (30, 6)]
+    outputs = [np.maximum(_values(np.float32, 40, rng, "plain").reshape(8, 5), 0), np.ones(())]
+    results = []
+    for backend in (C, REF):
+        tables = _tables(2, 2)
+        bound = _bound(backend, tables)
+        bound.histogram(1, grads)
+        assert bound.units(3, outputs) == (5, 1)
+        results.append(tables)
+    got, want = results
+    np.testing.assert_array_equal(got["hist"], want["hist"])
+    np.testing.assert_array_equal(got["dead"], want["dead"])
+    _assert_summaries_agree(got["grad"].ravel(), want["grad"].ravel())
+    _assert_summaries_agree(got["act"].ravel(), want["act"].ravel())
+    assert got["grad"][1]["count"].tolist() == [30, 6] and got["act"][3]["count"].tolist() == [
+        40,
+        1,
+    ]
+
+
+def _unaligned(a: np.ndarray) -> np.ndarray:
+    """A read-only copy of a whose data starts one byte past an aligned address."""
+    out = np.frombuffer(b"\0" + a.tobytes(), a.dtype, count=a.size, offset=1).reshape(a.shape)
+    assert not out.flags.aligned
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_list_kernels_read_unaligned_and_read_only_arrays(dtype):
+    """C may assume aligned elements (its vectorized loops do): such arrays are
+    copied first, through every entry point, and give the reference's numbers."""
+    rng = np.random.default_rng(4)
+    plain = [_values(dtype, n, rng, "zeros").reshape(-1, 5) for n in (40, 65)]
+    odd = [_unaligned(a) for a in plain]
+    got, want = _histograms(C, odd, 10), _histograms(REF, plain, 10)
+    np.testing.assert_array_equal(got[1], want[1])
+    _assert_summaries_agree(got[0], want[0])
+    got, want = (
+        _multi(C, odd, [5, 5], [0.5, 0.5], [0, 0]),
+        _multi(REF, plain, [5, 5], [0.5, 0.5], [0, 0]),
+    )
+    np.testing.assert_array_equal(got[1], want[1])
+    _assert_summaries_agree(got[0], want[0])
+    snap_c, snap_ref = np.zeros(105, dtype), np.zeros(105, dtype)
+    got, want = _change(C, odd, snap_c), _change(REF, plain, snap_ref)
+    close(got[0], want[0], 1e-12, what="sums")
+    np.testing.assert_array_equal(snap_c, snap_ref)
+    tables = {}
+    for backend, arrays in ((C, odd), (REF, plain)):
+        tables[backend] = _tables(2, 2)
+        bound = _bound(backend, tables[backend])
+        assert bound.record(0, arrays, arrays) == (5, 5)
+        bound.changes(1, 0, np.zeros(105, dtype), arrays, True)
+    for name in ("hist", "dead"):
+        np.testing.assert_array_equal(tables[C][name], tables[REF][name])
+    _assert_summaries_agree(tables[C]["grad"].ravel(), tables[REF]["grad"].ravel())
+    close(tables[C]["weight"], tables[REF]["weight"], 1e-12, what="weight")

@@ -223,6 +223,27 @@ def test_forward_hooks_and_pre_hooks():
     assert len(calls) == 2
 
 
+def test_a_hook_may_remove_itself_while_the_hooks_run():
+    layer = nn.Identity()
+    calls = []
+    handles = {}
+
+    def once(name):
+        def hook(module, *args):
+            calls.append(name)
+            handles[name].remove()
+
+        return hook
+
+    handles["pre"] = layer.register_forward_pre_hook(once("pre"))
+    handles["a"] = layer.register_forward_hook(once("a"))
+    handles["b"] = layer.register_forward_hook(once("b"))
+    layer(mg.zeros(1))
+    layer(mg.zeros(1))
+    assert calls == ["pre", "a", "b"]
+    assert not layer._forward_hooks and not layer._forward_pre_hooks
+
+
 def test_the_same_hook_registered_twice_after_a_removal_runs_twice():
     layer = nn.Identity()
     count = []

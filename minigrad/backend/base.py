@@ -60,24 +60,28 @@ STATS_DTYPE = np.dtype(
     ]
 )
 
+_U64, _F64 = np.dtype(np.uint64), np.dtype(np.float64)
+
 # The most bins ``histogram_stats`` takes (MG_MAX_BINS in csrc/minigrad.h).
 MAX_BINS = 64
 
 
+def _is_out(a, dtype: np.dtype, count: int) -> bool:
+    """Whether C can write ``count`` elements of ``dtype`` into a: a plain, writable,
+    aligned, C-contiguous ndarray (``flags.carray``) of that dtype and size."""
+    return type(a) is np.ndarray and a.dtype == dtype and a.size >= count and a.flags.carray
+
+
 def _is_stats_array(a, count: int) -> bool:
-    return (
-        type(a) is np.ndarray
-        and a.dtype == STATS_DTYPE
-        and a.size >= count
-        and a.flags.c_contiguous
-        and a.flags.aligned
-        and a.flags.writeable
-    )
+    return _is_out(a, STATS_DTYPE, count)
 
 
-def _stats_out_error(op: str, name: str, a, count: int) -> ValueError:
+def _stats_out_error(
+    op: str, name: str, a, count: int, dtype: str = "STATS_DTYPE", kind: str = ""
+) -> ValueError:
+    kind = kind or "writable C-contiguous"
     return ValueError(
-        f"{op}: {name} must be a writable C-contiguous array of STATS_DTYPE with at least "
+        f"{op}: {name} must be a {kind} array of {dtype} with at least "
         f"{count} elements, got {getattr(a, 'dtype', type(a).__name__)} "
         f"{getattr(a, 'shape', '')}"
     )
@@ -94,6 +98,42 @@ def check_unit_stats_args(out, x, units) -> None:
         raise ValueError(
             f"unit_stats: units must be a positive int dividing x.size ({size}), got {units!r}"
         )
+
+
+def check_unit_stats_multi_args(out, dead, arrays, units, thresholds, centers) -> None:
+    """The checks of ``unit_stats_multi``, shared by the backends (C relies on them)."""
+    op = "unit_stats_multi"
+    count = len(arrays)
+    if not _is_stats_array(out, count):
+        raise _stats_out_error(op, "out", out, count)
+    if not _is_out(dead, _U64, count):
+        raise _stats_out_error(op, "dead", dead, count, "uint64")
+    for name, a in (("thresholds", thresholds), ("centers", centers)):
+        if not (
+            type(a) is np.ndarray
+            and a.dtype == _F64
+            and a.ndim == 1
+            and a.size >= count
+            and a.flags.c_contiguous
+            and a.flags.aligned
+        ):
+            raise _stats_out_error(op, name, a, count, "float64", "C-contiguous 1-D")
+    if type(units) is not list or len(units) != count:
+        raise ValueError(
+            f"{op}: units must be a list with one int per array ({count}), got {units!r}"
+        )
+    for a, n in zip(arrays, units, strict=True):
+        if a is None:
+            size = 0
+        elif type(a) is np.ndarray:
+            size = a.size
+        else:
+            raise TypeError(f"{op}: arrays must hold numpy arrays or None, got {type(a).__name__}")
+        if type(n) is not int or n < 0 or (size and (n == 0 or size % n)):
+            raise ValueError(
+                f"{op}: units must hold, per array, a positive int dividing its size "
+                f"({size}), got {n!r}"
+            )
 
 
 def check_histogram_args(out, hist, arrays) -> None:
@@ -455,6 +495,21 @@ class Backend:
         """
         raise NotImplementedError
 
+    def unit_stats_multi(
+        self,
+        out: np.ndarray,
+        dead: np.ndarray,
+        arrays: Sequence[np.ndarray | None],
+        units: list[int],
+        thresholds: np.ndarray,
+        centers: np.ndarray,
+    ) -> None:
+        """``unit_stats`` for each array, in one call: ``dead[i] = unit_stats(out[i :
+        i + 1], arrays[i], units[i], thresholds[i], centers[i])``. ``dead`` is a
+        uint64 array, ``thresholds`` and ``centers`` float64 arrays, ``units`` a list
+        of ints. None counts as an empty array (its units may be any int >= 0)."""
+        raise NotImplementedError
+
     def histogram_stats(
         self, out: np.ndarray, hist: np.ndarray, arrays: Sequence[np.ndarray | None]
     ) -> None:
@@ -485,6 +540,147 @@ class Backend:
         storing the difference.
         """
         raise NotImplementedError
+
+    def stats_rows(
+        self,
+        grad: np.ndarray,
+        hist: np.ndarray,
+        weight: np.ndarray,
+        change: np.ndarray,
+        act: np.ndarray,
+        dead: np.ndarray,
+        thresholds: np.ndarray,
+        centers: np.ndarray,
+    ) -> StatsRows:
+        """``histogram_stats``, ``change_stats`` and ``unit_stats_multi`` bound to
+        tables with a row per recorded step (see ``StatsRows``)."""
+        return StatsRows(self, grad, hist, weight, change, act, dead, thresholds, centers)
+
+
+def _units_per_sample(a) -> int | None:
+    if a is None or type(a) is not np.ndarray:
+        return None  # (unit_stats_multi says what it thinks of anything but None)
+    if a.ndim == 0:
+        return 1
+    return a.size // len(a) if len(a) else 0
+
+
+class StatsRows:
+    """GradientMonitor's three list kernels bound to its tables, which have a row
+    per recorded step: each call writes a row of them.
+
+    The tables, checked once here: ``grad`` (rows, n) of STATS_DTYPE and
+    ``hist`` (rows, n, bins) of uint64 for ``histogram_stats`` of n arrays;
+    ``weight`` and ``change`` (rows, n, 2) of float64 for ``change_stats``;
+    ``act`` (rows, m) of STATS_DTYPE and ``dead`` (rows, m) of uint64 for
+    ``unit_stats_multi`` of m arrays with ``thresholds`` and ``centers``.
+
+    Here each call passes views of its rows to the backend's method; the C
+    backend's binding writes through pointers into the tables instead, which
+    spares making and checking a view of each row on every training step. So
+    the tables must not be replaced by others: bind the new ones. Not for use
+    from several threads at once (the monitor is not either).
+    """
+
+    def __init__(self, backend, grad, hist, weight, change, act, dead, thresholds, centers):
+        op = "stats_rows"
+
+        def table(name, a, dtype, shape):
+            if not (
+                type(a) is np.ndarray
+                and a.dtype == dtype
+                and len(a.shape) == len(shape)
+                and all(want in (None, got) for want, got in zip(shape, a.shape, strict=True))
+                and a.shape[0] > 0
+                and a.flags.carray
+            ):
+                shown = tuple("any" if d is None else d for d in shape)
+                raise ValueError(
+                    f"{op}: {name} must be a writable C-contiguous {dtype} array of shape "
+                    f"{shown} with at least one row, got {getattr(a, 'dtype', type(a).__name__)} "
+                    f"{getattr(a, 'shape', '')}"
+                )
+            return a.shape
+
+        rows, n = table("grad", grad, STATS_DTYPE, (None, None))
+        _, m = table("act", act, STATS_DTYPE, (rows, None))
+        bins = table("hist", hist, _U64, (rows, n, None))[2]
+        if bins > MAX_BINS:
+            raise ValueError(f"{op}: hist must have 1 to {MAX_BINS} bins, got {bins}")
+        table("weight", weight, _F64, (rows, n, 2))
+        table("change", change, _F64, (rows, n, 2))
+        table("dead", dead, _U64, (rows, m))
+        for name, a in (("thresholds", thresholds), ("centers", centers)):
+            if not (type(a) is np.ndarray and a.dtype == _F64 and a.shape == (m,)):
+                raise _stats_out_error(op, name, a, m, "float64", "1-D")
+        self.backend = backend
+        self.rows, self.n, self.m = rows, n, m
+        self.grad, self.hist, self.weight, self.change = grad, hist, weight, change
+        self.act, self.dead = act, dead
+        # copies: C-contiguous, and nobody else's to change
+        self.thresholds, self.centers = thresholds.copy(), centers.copy()
+
+    def _check_row(self, op: str, row) -> None:
+        if type(row) is not int or not 0 <= row < self.rows:
+            raise IndexError(f"{op}: row must be an int in [0, {self.rows}), got {row!r}")
+
+    def histogram(self, row: int, arrays: Sequence[np.ndarray | None]) -> None:
+        """``histogram_stats(grad[row], hist[row], arrays)``: n arrays."""
+        self._check_row("StatsRows.histogram", row)
+        self.backend.histogram_stats(self.grad[row], self.hist[row], self._n(arrays))
+
+    def changes(
+        self,
+        sums_row: int | None,
+        change_row: int | None,
+        snapshot: np.ndarray | None,
+        arrays: Sequence[np.ndarray],
+        copy: bool,
+    ) -> None:
+        """``change_stats(weight[sums_row], change[change_row], snapshot, arrays,
+        copy)``: n arrays; a row None passes None."""
+        for row in (sums_row, change_row):
+            if row is not None:
+                self._check_row("StatsRows.changes", row)
+        self.backend.change_stats(
+            None if sums_row is None else self.weight[sums_row],
+            None if change_row is None else self.change[change_row],
+            snapshot,
+            self._n(arrays),
+            copy,
+        )
+
+    def units(self, row: int, arrays: Sequence[np.ndarray | None]) -> tuple[int | None, ...]:
+        """``unit_stats_multi(act[row], dead[row], arrays, units, thresholds,
+        centers)`` for m arrays (layer outputs), each seen as a batch along its
+        first axis: its units are ``size // len(a)`` (0 when it is empty), one
+        for a 0-d array. Returns the units, None for a None entry."""
+        self._check_row("StatsRows.units", row)
+        if len(arrays) != self.m:
+            raise ValueError(f"StatsRows.units: expected {self.m} arrays, got {len(arrays)}")
+        units = tuple(map(_units_per_sample, arrays))
+        self.backend.unit_stats_multi(
+            self.act[row],
+            self.dead[row],
+            arrays,
+            [0 if u is None else u for u in units],
+            self.thresholds,
+            self.centers,
+        )
+        return units
+
+    def record(
+        self, row: int, grads: list[np.ndarray | None], outputs: list[np.ndarray | None]
+    ) -> tuple[int | None, ...]:
+        """``histogram(row, grads)`` then ``units(row, outputs)``, whose units it
+        returns: the two calls of a recorded step."""
+        self.histogram(row, grads)
+        return self.units(row, outputs)
+
+    def _n(self, arrays):
+        if len(arrays) != self.n:
+            raise ValueError(f"StatsRows: expected {self.n} arrays, got {len(arrays)}")
+        return arrays
 
 
 def check_update_lists(

@@ -18,8 +18,11 @@ for C to win go to ``np.matmul``.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import warnings
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -28,10 +31,12 @@ from minigrad._C import ffi, lib
 
 from . import pool
 from .base import (
+    StatsRows,
     TensorStats,
     check_change_args,
     check_histogram_args,
     check_unit_stats_args,
+    check_unit_stats_multi_args,
     check_update_lists,
 )
 from .numpy import NumpyBackend
@@ -118,6 +123,7 @@ _FUSED_NAMES = (
     "adam_step_multi",
     "tensor_stats",
     "unit_stats",
+    "unit_stats_multi",
     "histogram_stats",
     "change_stats",
 )
@@ -133,6 +139,13 @@ _POINTER_ARRAYS = {
     np.dtype(np.float32): ffi.typeof("float *[]"),
     np.dtype(np.float64): ffi.typeof("double *[]"),
 }
+# Outputs pass require_writable by position: as a keyword it doubles the cost
+# of a call, and the statistics kernels make several per training step.
+_NULL, _from_buffer = ffi.NULL, ffi.from_buffer
+_FROM_BUFFER = {dtype: functools.partial(_from_buffer, ctype) for dtype, ctype in _CTYPES.items()}
+_NDARRAY = frozenset((np.ndarray,))
+_carray = operator.attrgetter("flags.carray")  # writable, aligned, C-contiguous
+_dtype_of, _size_of = operator.attrgetter("dtype"), operator.attrgetter("size")
 _STATS_ARRAY = ffi.typeof("mg_tensor_stats[]")
 _DOUBLES = ffi.typeof("double[]")
 _COUNTS = ffi.typeof("unsigned long long[]")
@@ -278,7 +291,7 @@ def _ptr(ctype, a):
 
 def _ptr_out(ctype, a):
     """A pointer to an output array C writes, or NULL for None."""
-    return ffi.NULL if a is None else ffi.from_buffer(ctype, a, require_writable=True)
+    return _NULL if a is None else _from_buffer(ctype, a, True)
 
 
 def _in_place_target(x) -> bool:
@@ -318,27 +331,189 @@ def _list_reduce(name: str, dtype, arrays: list) -> float:
     return out[0]
 
 
-def _list_dtype(arrays):
-    """The one dtype C takes that every array in the list (None aside) has, else None."""
-    dtype = None
+def _buffers(arrays):
+    """(dtype, pointer array, lengths, their sizes as ints, views) for a list
+    kernel, or None unless every entry is a NumPy array or None and the arrays
+    have one dtype C takes; None entries go as NULL with length 0. None means:
+    check the arguments (they may be wrong), then take the reference's path.
+    The views hold the arrays' buffers (or C-layout copies) until C returns.
+
+    A monitored training loop makes two such lists per step (gradients,
+    activations). The usual case, plain writable C-layout arrays of one dtype,
+    takes loops that run inside the interpreter's C code (map, set)."""
+    if _NDARRAY.issuperset(map(type, arrays)) and all(map(_carray, arrays)):
+        dtypes = set(map(_dtype_of, arrays))
+        if len(dtypes) == 1:
+            dtype = dtypes.pop()
+            from_buffer = _FROM_BUFFER.get(dtype)
+            if from_buffer is not None:
+                views, sizes = list(map(from_buffer, arrays)), tuple(map(_size_of, arrays))
+                bufs = ffi.new(_POINTER_ARRAYS[dtype], views)
+                return dtype, bufs, _lengths(sizes), sizes, views
+    dtype = ctype = None
+    views, sizes = [], []
     for a in arrays:
         if a is None:
+            views.append(_NULL)
+            sizes.append(0)
             continue
-        if a.dtype not in _FUSED or (dtype is not None and a.dtype != dtype):
+        if type(a) is not np.ndarray:
             return None
-        dtype = a.dtype
-    return dtype
+        if a.dtype is not dtype:
+            if dtype is None and a.dtype in _FUSED:
+                dtype, ctype = a.dtype, _CTYPES[a.dtype]
+            elif a.dtype != dtype:
+                return None
+        a = _c_layout(a)
+        views.append(_from_buffer(ctype, a))
+        sizes.append(a.size)
+    if dtype is None:
+        return None
+    sizes = tuple(sizes)
+    return dtype, ffi.new(_POINTER_ARRAYS[dtype], views), _lengths(sizes), sizes, views
 
 
-def _buffers(dtype, arrays):
-    """(pointer array, lengths, views) for a list kernel; None entries go as NULL
-    with length 0. The views (which hold the arrays' buffers) must stay
-    referenced until C returns."""
-    ctype, null, from_buffer = _CTYPES[dtype], ffi.NULL, ffi.from_buffer
-    arrays = [a if a is None else _c_layout(a) for a in arrays]
-    views = [null if a is None else from_buffer(ctype, a) for a in arrays]
-    lens = ffi.new(_SIZES, [0 if a is None else a.size for a in arrays])
-    return ffi.new(_POINTER_ARRAYS[dtype], views), lens, views
+# size_t arrays by their contents, for list kernels: the lists of a training loop
+# keep their sizes (and units) from one step to the next, and making a cffi
+# array costs about a microsecond there. C only reads them, so they can be shared.
+_SIZE_ARRAYS: dict[tuple, object] = {}
+
+
+def _lengths(sizes: tuple):
+    lens = _SIZE_ARRAYS.get(sizes)
+    if lens is None:
+        if len(_SIZE_ARRAYS) >= 256:
+            _SIZE_ARRAYS.clear()
+        lens = _SIZE_ARRAYS[sizes] = ffi.new(_SIZES, sizes)
+    return lens
+
+
+class _CStatsRows(StatsRows):
+    """The C backend's ``StatsRows``: pointers into the tables, taken once, and a
+    row is a pointer plus an offset, for the two calls a monitored step makes.
+    ``record`` passes the gradients and the outputs to C as one list. The
+    weights ``changes`` reads are the same arrays step after step (optimizers
+    update them in place): their pointer array is kept too, with the
+    snapshot's, and used while the same arrays come. Anything unusual (a row
+    out of range, a list of another length or of arrays C cannot read in
+    place) takes ``StatsRows``'s path, which checks it and calls the backend's
+    methods.
+
+    NumPy refuses to resize an array that has a weak reference: the weak
+    references below keep every buffer a pointer was taken of where it is."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        tables = (self.grad, self.hist, self.weight, self.change, self.act, self.dead)
+        self._refs = [weakref.ref(t) for t in tables]
+        self._grad_ptr = _from_buffer(_STATS_ARRAY, self.grad, True)
+        self._hist_ptr = _from_buffer(_COUNTS, self.hist, True)
+        self._weight_ptr = _from_buffer(_DOUBLES, self.weight, True)
+        self._change_ptr = _from_buffer(_DOUBLES, self.change, True)
+        self._act_ptr = _from_buffer(_STATS_ARRAY, self.act, True)
+        self._dead_ptr = _from_buffer(_COUNTS, self.dead, True)
+        self._thresholds_ptr = _from_buffer(_DOUBLES, self.thresholds)
+        self._centers_ptr = _from_buffer(_DOUBLES, self.centers)
+        self._bins = self.hist.shape[2]
+        # (weights, snapshot, kernel, pointer array, lengths, snapshot pointer, weak refs)
+        self._pinned: tuple | None = None
+        # record's last (sizes, batch sizes, units per sample, units as size_t[])
+        self._units: tuple = ((), (), (), None)
+
+    def record(self, row, grads, outputs):
+        # One list for the two kernels: gradients then outputs, read the same way.
+        n, m = self.n, self.m
+        buffers = None
+        if type(row) is int and 0 <= row < self.rows and len(grads) == n and len(outputs) == m:
+            buffers = _buffers([*grads, *outputs])
+        if buffers is not None:
+            sizes = buffers[3]
+            try:  # (batch, ...) outputs; anything else: the general path
+                batches = tuple(map(len, outputs))
+                last = self._units
+                if sizes != last[0] or batches != last[1]:  # usually the last step's
+                    units = tuple(map(operator.floordiv, sizes[n:], batches))
+                    last = self._units = (sizes, batches, units, _lengths(units))
+            except (TypeError, ZeroDivisionError):
+                buffers = None
+        if buffers is None:
+            return super().record(row, grads, outputs)
+        _, _, units, units_c = last
+        dtype, bufs, lens, _, views = buffers
+        bins, kernels = self._bins, _FUSED[dtype]
+        kernel = kernels["histogram_stats"]
+        status = kernel(
+            n, self._grad_ptr + n * row, self._hist_ptr + n * bins * row, bins, bufs, lens
+        )
+        if not status:
+            kernel = kernels["unit_stats_multi"]
+            status = kernel(
+                m,
+                self._act_ptr + m * row,
+                self._dead_ptr + m * row,
+                bufs + n,
+                lens + n,
+                units_c,
+                self._thresholds_ptr,
+                self._centers_ptr,
+            )
+        if status:
+            raise _kernel_failed(kernel, status)
+        del views  # referenced until here, while C read the arrays
+        return units
+
+    def changes(self, sums_row, change_row, snapshot, arrays, copy):
+        pinned = self._pinned
+        if (
+            pinned is None
+            or snapshot is not pinned[1]
+            or (arrays is not pinned[0] and not _same(arrays, pinned[0]))
+        ):
+            pinned = self._pinned = self._pin(snapshot, arrays)
+        rows, n = self.rows, self.n
+        if (
+            pinned is None
+            or not (sums_row is None or (type(sums_row) is int and 0 <= sums_row < rows))
+            or not (change_row is None or (type(change_row) is int and 0 <= change_row < rows))
+        ):
+            return super().changes(sums_row, change_row, snapshot, arrays, copy)
+        _, _, kernel, bufs, lens, snap, _ = pinned
+        status = kernel(
+            n,
+            _NULL if sums_row is None else self._weight_ptr + 2 * n * sums_row,
+            _NULL if change_row is None else self._change_ptr + 2 * n * change_row,
+            snap,
+            bufs,
+            lens,
+            1 if copy else 0,
+        )
+        if status:
+            raise _kernel_failed(kernel, status)
+
+    def _pin(self, snapshot, arrays) -> tuple | None:
+        """What ``changes`` keeps of these weights and snapshot, if they are fine for
+        every call (a snapshot of their dtype and size, arrays C reads in place)."""
+        if len(arrays) != self.n or type(snapshot) is not np.ndarray:
+            return None
+        try:
+            check_change_args(None, None, snapshot, arrays, True)
+        except (TypeError, ValueError):
+            return None  # the checks on the way to the backend decide
+        buffers = _buffers(arrays)
+        if buffers is None or not all(map(_carray, arrays)):
+            return None
+        dtype, bufs, lens, _, _ = buffers
+        # A tuple cannot change: the next call passing this very one needs no
+        # comparison. Anything else is copied into one.
+        arrays = arrays if type(arrays) is tuple else tuple(arrays)
+        refs = [weakref.ref(a) for a in (*arrays, snapshot)]
+        snap = _from_buffer(_CTYPES[dtype], snapshot, True)
+        return arrays, snapshot, _FUSED[dtype]["change_stats"], bufs, lens, snap, refs
+
+
+def _same(arrays, kept: tuple) -> bool:
+    """Whether ``arrays`` holds the very arrays of ``kept``, in order."""
+    return len(arrays) == len(kept) and all(map(operator.is_, arrays, kept))
 
 
 def _group_dtype(params, *lists) -> np.dtype | None:
@@ -1070,12 +1245,32 @@ class CBackend(NumpyBackend):
             raise _kernel_failed(kernel, status)
         return dead[0]
 
+    def unit_stats_multi(self, out, dead, arrays, units, thresholds, centers):
+        check_unit_stats_multi_args(out, dead, arrays, units, thresholds, centers)
+        buffers = _buffers(arrays)
+        if buffers is None:
+            return super().unit_stats_multi(out, dead, arrays, units, thresholds, centers)
+        dtype, bufs, lens, _, views = buffers
+        kernel = _FUSED[dtype]["unit_stats_multi"]
+        status = kernel(
+            len(arrays),
+            _ptr_out(_STATS_ARRAY, out),
+            _ptr_out(_COUNTS, dead),
+            bufs,
+            lens,
+            ffi.new(_SIZES, units),
+            _ptr(_DOUBLES, thresholds),
+            _ptr(_DOUBLES, centers),
+        )
+        _check_status(kernel, status)
+        del views  # referenced until here, while C read the buffers
+
     def histogram_stats(self, out, hist, arrays):
         check_histogram_args(out, hist, arrays)
-        dtype = _list_dtype(arrays)
-        if dtype is None:
+        buffers = _buffers(arrays)
+        if buffers is None:
             return super().histogram_stats(out, hist, arrays)
-        bufs, lens, views = _buffers(dtype, arrays)
+        dtype, bufs, lens, _, views = buffers
         kernel = _FUSED[dtype]["histogram_stats"]
         status = kernel(
             len(arrays),
@@ -1090,13 +1285,16 @@ class CBackend(NumpyBackend):
 
     def change_stats(self, sums, change, snapshot, arrays, copy):
         check_change_args(sums, change, snapshot, arrays, copy)
-        dtype = _list_dtype(arrays)
-        if dtype is None:
+        buffers = _buffers(arrays)
+        if buffers is None:
             return super().change_stats(sums, change, snapshot, arrays, copy)
-        bufs, lens, views = _buffers(dtype, arrays)
+        dtype, bufs, lens, _, views = buffers
         snap = _ptr_out(_CTYPES[dtype], snapshot if change is not None or copy else None)
         sums_ptr, change_ptr = _ptr_out(_DOUBLES, sums), _ptr_out(_DOUBLES, change)
         kernel = _FUSED[dtype]["change_stats"]
         status = kernel(len(arrays), sums_ptr, change_ptr, snap, bufs, lens, int(bool(copy)))
         _check_status(kernel, status)
         del views  # referenced until here, while C read the buffers
+
+    def stats_rows(self, grad, hist, weight, change, act, dead, thresholds, centers):
+        return _CStatsRows(self, grad, hist, weight, change, act, dead, thresholds, centers)

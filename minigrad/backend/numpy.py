@@ -24,6 +24,7 @@ from .base import (
     check_change_args,
     check_histogram_args,
     check_unit_stats_args,
+    check_unit_stats_multi_args,
     check_update_lists,
 )
 
@@ -788,6 +789,12 @@ class NumpyBackend(Backend):
             return 0
         rows = x.reshape(-1, units)
         return units - int(np.count_nonzero(np.any(rows, axis=0)))
+
+    def unit_stats_multi(self, out, dead, arrays, units, thresholds, centers):
+        check_unit_stats_multi_args(out, dead, arrays, units, thresholds, centers)
+        for i, a in enumerate(arrays):
+            a = np.zeros(0) if a is None else a
+            dead[i] = self.unit_stats(out[i : i + 1], a, units[i], thresholds[i], centers[i])
 
     def histogram_stats(self, out, hist, arrays):
         check_histogram_args(out, hist, arrays)

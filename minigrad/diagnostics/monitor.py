@@ -23,12 +23,15 @@ to know about the monitor.
 
 It is cheap enough to leave on. Every number comes from the backend's
 statistics kernels, one fused pass over each tensor (see
-``Backend.tensor_stats``): each activation hook makes one call; ``step()``
-makes one call for all the gradients (summaries and histograms) and one for
-all the weights (their sums, those of their change since the snapshot, the
-new snapshot). The raw sums land in preallocated arrays, a row per recorded
-step; ``history`` turns them into dicts of norms, ratios and fractions only
-when it is read, and keeps those.
+``Backend.tensor_stats``). An activation hook only keeps a reference to its
+layer's output, until ``step()`` (or the next forward, if no ``step()``
+came). ``step()`` then makes one kernel call for all those outputs (their
+summaries and dead units), one for all the gradients (summaries and
+histograms) and one for all the weights (their sums, those of their change
+since the snapshot, the new snapshot). The raw sums land in preallocated
+arrays, a row per recorded step, which the kernels are bound to once (see
+``Backend.stats_rows``); ``history`` turns them into dicts of norms, ratios
+and fractions only when it is read, and keeps those.
 """
 
 from __future__ import annotations
@@ -82,40 +85,56 @@ def _kind(module: Module) -> str:
     return type(module).__name__
 
 
-def _units(y: np.ndarray) -> int:
-    """Units per sample: an output (batch, ...) has prod(...) of them, a 1-D output one."""
-    if y.ndim < 2:
-        return 1
-    return y.size // y.shape[0] if y.shape[0] else 0
+_data_of, _grad_of = operator.attrgetter("_data"), operator.attrgetter("grad._data")
+
+
+def _present(arrays: list) -> tuple[bool, ...]:
+    """Which entries are not None."""
+    return tuple(map(operator.is_not, arrays, itertools.repeat(None)))
+
+
+def _saturation(module: Module) -> tuple[float, float]:
+    """(threshold, center): an output y of ``module`` is saturated when |y - center| >
+    threshold; never, for a module that does not saturate."""
+    if isinstance(module, Sigmoid):
+        return _SIGMOID_EDGE, _SIGMOID_CENTER
+    if isinstance(module, Tanh):
+        return _TANH_EDGE, 0.0
+    return math.inf, 0.0
 
 
 class _Rows:
     """The raw numbers of the recorded steps, one row per step, in arrays grown by
-    doubling: a step writes into them and allocates nothing. Columns follow the
-    monitor's parameter and activation order."""
+    doubling: a step writes into the next row (``count``), then adds it with
+    ``commit``, and allocates no array. Columns follow the monitor's parameter
+    and activation order.
 
-    def __init__(self, n_params: int, n_acts: int) -> None:
+    The backend's kernels write rows through ``kernels()``, bound to these
+    arrays (see ``Backend.stats_rows``): bound once, rather than handed views
+    of a row on every step, which on a small model costs more than the
+    kernels' work."""
+
+    def __init__(self, n_params: int, n_acts: int, thresholds, centers) -> None:
         self.count = 0
+        self._saturation = (thresholds, centers)  # per activation, for unit_stats_multi
+        self._bound = None
         # name -> (shape after the row index, dtype, initial value)
         self._layout = {
-            "step": ((), np.int64, 0),
             "grad": ((n_params,), STATS_DTYPE, 0),
             "hist": ((n_params, _BINS), np.uint64, 0),
             "weight": ((n_params, 2), np.float64, 0.0),  # sum and sum of squares
             "change": ((n_params, 2), np.float64, math.nan),  # NaN until measured
             "act": ((n_acts,), STATS_DTYPE, 0),
+            "act_dead": ((n_acts,), np.uint64, 0),  # units zero on the whole batch
             "clip": ((3,), np.float64, math.nan),  # total norm, max norm, coefficient
         }
-        # Per row, small Python lists (appending one costs less than writing an
-        # array row): the parameters' shapes and sizes (shared by the rows until
-        # they change), which have a gradient, and per activation whether it was
-        # recorded, its dead units and its units.
-        self.shapes: list[list] = []
-        self.sizes: list[list] = []
-        self.has_grad: list[list[bool]] = []
-        self.act_seen: list[list[bool]] = []
-        self.act_dead: list[list[int]] = []
-        self.act_units: list[list[int]] = []
+        # Per row, what its numbers need besides to be read: (the parameters'
+        # shapes, their sizes, which had a gradient, each activation's units per
+        # sample or None when it was not recorded). The previous row's tuple when
+        # equal, so that a step keeps no new object (each would add to the
+        # garbage collector's work).
+        self.layout: list[tuple[list, list, tuple, tuple]] = []
+        self.step: list[int] = []  # the step() count of each row
         self._grow(16)
 
     def _grow(self, capacity: int) -> None:
@@ -127,16 +146,35 @@ class _Rows:
             if old is not None:
                 new[: self.count] = old[: self.count]
             setattr(self, name, new)
+        self._bound = None  # new arrays
 
-    def new_row(self, step: int, shapes: list, sizes: list) -> int:
-        if self.count == len(self.step):
+    def kernels(self):
+        """The active backend's statistics kernels, bound to these arrays."""
+        bound = self._bound
+        if bound is None or bound.backend is not backend.active:
+            bound = self._bound = backend.active.stats_rows(
+                self.grad,
+                self.hist,
+                self.weight,
+                self.change,
+                self.act,
+                self.act_dead,
+                *self._saturation,
+            )
+        return bound
+
+    def next_row(self) -> int:
+        if self.count == len(self.grad):
             self._grow(2 * self.count)
-        row = self.count
-        self.step[row] = step
-        self.shapes.append(shapes)
-        self.sizes.append(sizes)
+        return self.count
+
+    def commit(self, step: int, layout: tuple) -> None:
+        """Add the next row, written."""
+        self.step.append(step)
+        if self.layout and layout == self.layout[-1]:
+            layout = self.layout[-1]
+        self.layout.append(layout)
         self.count += 1
-        return row
 
 
 class GradientMonitor:
@@ -213,49 +251,44 @@ class GradientMonitor:
             (name, _kind(m), isinstance(m, ReLU), isinstance(m, (Sigmoid, Tanh)))
             for name, m in leaves
         ]
-        self._rows = _Rows(len(self._params), len(leaves))
+        # What counts as saturated, per leaf: |y - center| > threshold.
+        thresholds = np.array([_saturation(m)[0] for _, m in leaves], np.float64)
+        centers = np.array([_saturation(m)[1] for _, m in leaves], np.float64)
+        self._rows = _Rows(len(self._params), len(leaves), thresholds, centers)
         self._built: list[dict[str, Any]] = []  # history's dicts, made when read
 
-        # What the hooks of the current step fill in; step() moves it to a row.
-        self._act_stats = np.zeros(len(leaves), STATS_DTYPE)
-        self._act_seen = [False] * len(leaves)
-        self._act_dead = [0] * len(leaves)
-        self._act_units = [0] * len(leaves)
+        # The outputs of the current step's forward, which the hooks fill in and
+        # step() summarizes and drops. Held no longer: a forward that no step()
+        # follows has its outputs replaced by the next one's.
+        self._no_outputs = (None,) * len(leaves)
+        self._all_params = (True,) * len(self._params)
+        self._outputs: list[np.ndarray | None] = list(self._no_outputs)
         self._recording = True  # whether the current step is recorded
 
         # The weights at the last record, per dtype: (parameter indices, their values
         # one after another), and the arrays they were taken of.
         self._snapshots: list[tuple[list[int], np.ndarray]] = []
-        self._snapshot_of: list[np.ndarray] = []
+        self._snapshot_of: tuple[np.ndarray, ...] = ()
         self._dtypes: list[np.dtype] = []
         self._shapes: list[list[int]] = []
         self._sizes: list[int] = []
         self._pending: int | None = None  # the row whose weight change the next step measures
         self._handles = [
-            module.register_forward_hook(self._activation_hook(j, module))
+            module.register_forward_hook(self._activation_hook(j))
             for j, (_, module) in enumerate(leaves)
         ]
 
     # -- recording -------------------------------------------------------------
-    def _activation_hook(self, j: int, module: Module):
-        if isinstance(module, Sigmoid):
-            threshold, center = _SIGMOID_EDGE, _SIGMOID_CENTER
-        elif isinstance(module, Tanh):
-            threshold, center = _TANH_EDGE, 0.0
-        else:
-            threshold, center = math.inf, 0.0
-        out = self._act_stats[j : j + 1]  # this layer's summary, written in place
+    def _activation_hook(self, j: int):
+        outputs = self._outputs
 
         def hook(module: Module, inputs: tuple, output: Any) -> None:
-            if not (self._recording and is_grad_enabled() and isinstance(output, Tensor)):
-                return
-            y = output._data
-            if y.dtype.kind != "f":
-                return
-            units = _units(y)
-            self._act_dead[j] = backend.active.unit_stats(out, y, units, threshold, center)
-            self._act_units[j] = units
-            self._act_seen[j] = True
+            # The array itself, not a copy: an array in a graph is never changed in
+            # place, and the pool does not reuse an array anyone refers to.
+            if self._recording and isinstance(output, Tensor) and is_grad_enabled():
+                y = output._data
+                if y.dtype.kind == "f":
+                    outputs[j] = y
 
         return hook
 
@@ -266,39 +299,50 @@ class GradientMonitor:
         """
         index = self.steps
         self.steps += 1
-        rows = self._rows
-        weights = [p._data for p in self._tensors]
         pending = self._pending  # the last record, whose update this step measures
-        if not self._snapshots_match(weights):
-            pending = None  # first step, or weights replaced by others of another size
-        row = rows.new_row(index, self._shapes, self._sizes) if index % self.every == 0 else None
+        weights = self._snapshot_of
+        if not (weights and all(map(operator.is_, map(_data_of, self._tensors), weights))):
+            # not the arrays of the snapshot (optimizers update in place)
+            weights = tuple(map(_data_of, self._tensors))
+            if not self._snapshots_match(weights):
+                pending = None  # first step, or weights replaced by others of another size
+        row = self._rows.next_row() if index % self.every == 0 else None
+        kernels = self._rows.kernels()
         if row is not None or pending is not None:
-            self._measure_weights(weights, row, pending)
+            self._measure_weights(kernels, weights, row, pending)
             if pending is not None and pending < len(self._built):
                 self._fill_update(self._built[pending], pending)
         if row is not None:
-            grads = [None if p.grad is None else p.grad._data for p in self._tensors]
-            backend.active.histogram_stats(rows.grad[row], rows.hist[row], grads)
-            rows.has_grad.append([g is not None for g in grads])
-            rows.act[row] = self._act_stats
-            rows.act_seen.append(self._act_seen)
-            rows.act_dead.append(self._act_dead[:])
-            rows.act_units.append(self._act_units[:])
+            self._measure_gradients_and_activations(kernels, index, row)
+        self._outputs[:] = self._no_outputs
         self._pending = row
-        self._act_seen = [False] * len(self._acts)
         self._recording = self.steps % self.every == 0
 
-    def _measure_weights(self, weights: list[np.ndarray], row: int | None, pending: int | None):
+    def _measure_gradients_and_activations(self, kernels, index: int, row: int) -> None:
+        """The gradients' summaries and histograms in one call, the summaries and
+        dead units of the outputs the hooks kept in another; then the row is added."""
+        # The usual case in one go: every parameter has a gradient.
+        outputs = self._outputs
+        try:
+            grads = list(map(_grad_of, self._tensors))
+            has_grad = self._all_params
+        except AttributeError:  # a parameter without gradient
+            grads = [None if p.grad is None else p.grad._data for p in self._tensors]
+            has_grad = _present(grads)
+        units = kernels.record(row, grads, outputs)
+        self._rows.commit(index, (self._shapes, self._sizes, has_grad, units))
+
+    def _measure_weights(self, kernels, weights: tuple[np.ndarray, ...], row, pending) -> None:
         """One pass over the weights: the change since the snapshot (the pending
         record's update), and on a recorded step their sums and a new snapshot.
         One call per dtype: a single one unless the model mixes dtypes."""
+        if len(self._snapshots) == 1:
+            kernels.changes(row, pending, self._snapshots[0][1], weights, row is not None)
+            return
         rows = self._rows
         sums = None if row is None else rows.weight[row]
         change = None if pending is None else rows.change[pending]
         for index, snapshot in self._snapshots:
-            if len(index) == len(weights):
-                backend.active.change_stats(sums, change, snapshot, weights, row is not None)
-                continue
             part_sums = None if sums is None else np.zeros((len(index), 2))
             part_change = None if change is None else np.zeros((len(index), 2))
             group = [weights[i] for i in index]
@@ -308,13 +352,11 @@ class GradientMonitor:
             if change is not None:
                 change[index] = part_change
 
-    def _snapshots_match(self, weights: list[np.ndarray]) -> bool:
-        """True when the snapshots fit these weight arrays (the same arrays as last
-        time, as optimizers update in place, or of the same sizes and dtypes);
-        otherwise make new ones, with nothing to compare against yet, and return
-        False. A snapshot holds the weights of one dtype one after another."""
-        if self._snapshot_of and all(map(operator.is_, weights, self._snapshot_of)):
-            return True
+    def _snapshots_match(self, weights: tuple[np.ndarray, ...]) -> bool:
+        """True when the snapshots fit these weight arrays (of the same sizes and
+        dtypes as the last ones); otherwise make new ones, with nothing to compare
+        against yet, and return False. A snapshot holds the weights of one dtype
+        one after another."""
         dtypes = [w.dtype for w in weights]
         sizes = [w.size for w in weights]
         fit = bool(self._snapshot_of) and sizes == self._sizes and dtypes == self._dtypes
@@ -343,10 +385,12 @@ class GradientMonitor:
             self._built[row]["clip"] = self._clip(row)
 
     def remove(self) -> None:
-        """Detach the forward hooks; the history stays."""
+        """Detach the forward hooks and let go of the outputs they kept for a
+        ``step()``; the history stays."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._outputs[:] = self._no_outputs
 
     # -- history: dicts made from the rows when read ------------------------------
     @property
@@ -361,8 +405,8 @@ class GradientMonitor:
         params: dict[str, dict[str, Any]] = {}
         layers: dict[str, dict[str, Any]] = {}
         grads, weights = rows.grad[row].tolist(), rows.weight[row].tolist()
-        has_grad, hists = rows.has_grad[row], rows.hist[row].tolist()
-        shapes, sizes = rows.shapes[row], rows.sizes[row]
+        hists = rows.hist[row].tolist()
+        shapes, sizes, has_grad, _ = rows.layout[row]
         total_sumsq = 0.0
         for i, (name, layer, _) in enumerate(self._params):
             w_count, (w_sum, w_sumsq) = sizes[i], weights[i]
@@ -436,7 +480,7 @@ class GradientMonitor:
                 del agg[key]
 
         record = {
-            "step": int(rows.step[row]),
+            "step": rows.step[row],
             "global_norm": math.sqrt(total_sumsq),
             "clip": self._clip(row),
             "params": params,
@@ -448,11 +492,11 @@ class GradientMonitor:
 
     def _activations(self, row: int) -> dict[str, dict[str, Any]]:
         rows = self._rows
-        seen = rows.act_seen[row]
-        stats, dead, units = rows.act[row].tolist(), rows.act_dead[row], rows.act_units[row]
+        _, _, _, units = rows.layout[row]
+        stats, dead = rows.act[row].tolist(), rows.act_dead[row].tolist()
         found: dict[str, dict[str, Any]] = {}
         for j, (name, kind, is_relu, saturates) in enumerate(self._acts):
-            if not seen[j]:
+            if units[j] is None:
                 continue
             count, total, sumsq, max_abs, _, n_above, nan, inf = stats[j]
             finite = count - nan - inf
@@ -481,7 +525,8 @@ class GradientMonitor:
         """log10 std(delta w) / std(w) per parameter and per layer, once the next
         step has measured the change (None until then)."""
         rows = self._rows
-        change, sizes = rows.change[row].tolist(), rows.sizes[row]
+        _, sizes, _, _ = rows.layout[row]
+        change = rows.change[row].tolist()
         layer_change: dict[str, list[float]] = {}
         for i, (name, layer, _) in enumerate(self._params):
             count = sizes[i]

@@ -48,11 +48,12 @@ _hook_ids = itertools.count()
 
 
 class _RemovableHandle:
-    def __init__(self, hooks: dict, key: int) -> None:
-        self._hooks, self._key = hooks, key
+    def __init__(self, module: Module, hooks: dict, key: int) -> None:
+        self._module, self._hooks, self._key = module, hooks, key
 
     def remove(self) -> None:
-        self._hooks.pop(self._key, None)
+        if self._hooks.pop(self._key, None) is not None:
+            self._module._hooks_changed()
 
 
 class Module:
@@ -65,17 +66,22 @@ class Module:
         self._buffer_names: dict[str, bool] = {}  # name -> persistent (in state_dict)
         self._forward_hooks: dict[int, Callable] = {}
         self._forward_pre_hooks: dict[int, Callable] = {}
+        # The hooks as tuples, remade when they change: a call runs the tuple it
+        # read, so a hook may remove itself (or add one) while the hooks run, and
+        # a call copies nothing.
+        self._pre_hook_list: tuple[Callable, ...] = ()
+        self._hook_list: tuple[Callable, ...] = ()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        for hook in list(self._forward_pre_hooks.values()):
+        for hook in self._pre_hook_list:
             changed = hook(self, args)
             if changed is not None:
                 args = changed if isinstance(changed, tuple) else (changed,)
         output = self.forward(*args, **kwargs)
-        for hook in list(self._forward_hooks.values()):
+        for hook in self._hook_list:
             changed = hook(self, args, output)
             if changed is not None:
                 output = changed
@@ -85,13 +91,19 @@ class Module:
         """``hook(module, inputs, output)`` runs after forward; a returned value replaces output."""
         key = next(_hook_ids)
         self._forward_hooks[key] = hook
-        return _RemovableHandle(self._forward_hooks, key)
+        self._hooks_changed()
+        return _RemovableHandle(self, self._forward_hooks, key)
 
     def register_forward_pre_hook(self, hook: Callable) -> _RemovableHandle:
         """``hook(module, inputs)`` runs before forward; a returned value replaces the inputs."""
         key = next(_hook_ids)
         self._forward_pre_hooks[key] = hook
-        return _RemovableHandle(self._forward_pre_hooks, key)
+        self._hooks_changed()
+        return _RemovableHandle(self, self._forward_pre_hooks, key)
+
+    def _hooks_changed(self) -> None:
+        self._pre_hook_list = tuple(self._forward_pre_hooks.values())
+        self._hook_list = tuple(self._forward_hooks.values())
 
     # -- what a module holds ------------------------------------------------
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
