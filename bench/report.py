@@ -67,6 +67,9 @@ def report(path: str) -> str:
         f"- OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
         f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '(unset)')} "
         "(glibc malloc defaults otherwise)",
+        f"- Thread backoffs during the run (kernels single-threaded for a while "
+        f"because a worker started late): "
+        f"{data.get('minigrad', {}).get('thread_backoffs', 'not recorded')}",
         "- Medians in microseconds, every column measured in the same run; "
         "a ratio above 1 means C is faster.",
         "",

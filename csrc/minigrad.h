@@ -65,8 +65,9 @@ int mg_has_openmp(void);
  * began, their core was running another program, and the regions waited
  * for them. The kernels then run on the calling thread for a while: 50 ms,
  * doubled each time the regions after the pause find their workers late
- * again, up to 5 s; a worker that starts on time ends the doubling.
- * mg_thread_backoffs() counts the pauses so far.
+ * again, up to 1 s; a worker that starts on time ends the doubling, and
+ * mg_set_num_threads starts afresh. mg_thread_backoffs() counts the pauses
+ * so far.
  */
 unsigned long mg_thread_backoffs(void);
 

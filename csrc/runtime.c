@@ -87,6 +87,36 @@ const char *mg_simd_name(void)
     return level_names[mg_simd_level()];
 }
 
+/* ---- backing off while the machine is busy ---------------------------------
+ *
+ * A region is only as fast as its slowest thread. A worker whose core is
+ * running another program starts when the scheduler gives it a slice, which
+ * can be milliseconds away, while the calling thread spins at the region's
+ * end: measured on 2 cores with one busy, a 30 us batch norm took 100 us to
+ * 16 ms on two threads and 40 us on one. The master notes when it opens a
+ * region; each worker compares that with when it started. One late start
+ * alone happens on a quiet machine too (a few in a thousand training steps
+ * here), so it takes two regions in a row; and the first regions with a new
+ * thread count do not count, as their workers are being created. The
+ * shared values are atomics written without locks: two Python threads
+ * opening regions at once can only misjudge one region, which costs at most
+ * one pause. */
+#define LATE_WORKER_SECONDS 200e-6
+#define FIRST_PAUSE_SECONDS 0.05
+/* A machine busy for good then pays two late regions a second at most; one
+ * busy for a moment costs a second on one thread at most. */
+#define LONGEST_PAUSE_SECONDS 1.0
+
+#ifdef _OPENMP
+static _Atomic double region_opened = 0.0;
+static _Atomic double solo_until = 0.0;
+static _Atomic double next_pause = FIRST_PAUSE_SECONDS;
+static atomic_int late_in_a_row = 0;
+static atomic_int pool_threads = 0;   /* the thread count of the last region */
+static atomic_int warming_up = 0;     /* regions still to pass before judging */
+#endif
+static atomic_ulong backoffs = 0;
+
 /* 0 means "not set": OpenMP's own default (OMP_NUM_THREADS or the core
  * count) applies until Python calls mg_set_num_threads. The count is kept
  * here and passed to each parallel region, rather than set with
@@ -97,6 +127,12 @@ static atomic_int num_threads = 0;
 void mg_set_num_threads(int n)
 {
     atomic_store_explicit(&num_threads, n < 1 ? 1 : n, memory_order_relaxed);
+#ifdef _OPENMP
+    /* a count asked for starts afresh: no pause, none doubled */
+    atomic_store_explicit(&solo_until, 0.0, memory_order_relaxed);
+    atomic_store_explicit(&next_pause, FIRST_PAUSE_SECONDS, memory_order_relaxed);
+    atomic_store_explicit(&late_in_a_row, 0, memory_order_relaxed);
+#endif
 }
 
 int mg_get_num_threads(void)
@@ -109,34 +145,6 @@ int mg_get_num_threads(void)
     return 1;
 #endif
 }
-
-/* ---- backing off while the machine is busy ---------------------------------
- *
- * A region is only as fast as its slowest thread. A worker whose core is
- * running another program starts when the scheduler gives it a slice, which
- * can be milliseconds away, while the calling thread spins at the region's
- * end: measured on 2 cores with one busy, a 30 us batch norm took 100 us to
- * 16 ms on two threads and 40 us on one. The master notes when it opens a
- * region; each worker compares that with when it started. One late start
- * alone happens on a quiet machine too (a few in a thousand training steps
- * here), so it takes two regions in a row; and the first regions with a new
- * thread count do not count, as their workers are being created. The
- * shared values are atomics
- * written without locks: two Python threads opening regions at once can
- * only misjudge one region, which costs at most one pause. */
-#define LATE_WORKER_SECONDS 200e-6
-#define FIRST_PAUSE_SECONDS 0.05
-#define LONGEST_PAUSE_SECONDS 5.0
-
-#ifdef _OPENMP
-static _Atomic double region_opened = 0.0;
-static _Atomic double solo_until = 0.0;
-static _Atomic double next_pause = FIRST_PAUSE_SECONDS;
-static atomic_int late_in_a_row = 0;
-static atomic_int pool_threads = 0;   /* the thread count of the last region */
-static atomic_int warming_up = 0;     /* regions still to pass before judging */
-#endif
-static atomic_ulong backoffs = 0;
 
 int mg_threads_now(void)
 {
