@@ -33,17 +33,7 @@
     static TARGET double sum_squares_##S##_##ISA(size_t n, const T *restrict x)          \
     {                                                                                    \
         double acc[MG_LANES] = {0};                                                      \
-        size_t i = 0;                                                                    \
-        for (; i + MG_LANES <= n; i += MG_LANES) {                                       \
-            for (size_t l = 0; l < MG_LANES; l++) {                                      \
-                double v = x[i + l];                                                     \
-                acc[l] += v * v;                                                         \
-            }                                                                            \
-        }                                                                                \
-        for (size_t l = 0; i + l < n; l++) {                                             \
-            double v = x[i + l];                                                         \
-            acc[l] += v * v;                                                             \
-        }                                                                                \
+        mg_sumsq_lanes_##S(n, x, acc);                                                   \
         return mg_lanes_total(acc);                                                      \
     }                                                                                    \
     static TARGET void scale_##S##_##ISA(size_t n, T *restrict x, T factor)              \

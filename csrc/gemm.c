@@ -513,21 +513,11 @@ DEFINE_AVX512_NARROW_KERNEL(double, 8_f64, __m512d, 8, __mmask8, _mm512_set1_pd,
         }                                                                                     \
     }
 
-DEFINE_AVX512_COLUMNS_KERNEL(1)
-DEFINE_AVX512_COLUMNS_KERNEL(2)
-DEFINE_AVX512_COLUMNS_KERNEL(3)
-DEFINE_AVX512_COLUMNS_KERNEL(4)
-DEFINE_AVX512_COLUMNS_KERNEL(5)
-DEFINE_AVX512_COLUMNS_KERNEL(6)
-DEFINE_AVX512_COLUMNS_KERNEL(7)
-DEFINE_AVX512_COLUMNS_KERNEL(8)
-DEFINE_AVX512_COLUMNS_KERNEL(9)
-DEFINE_AVX512_COLUMNS_KERNEL(10)
-DEFINE_AVX512_COLUMNS_KERNEL(11)
-DEFINE_AVX512_COLUMNS_KERNEL(12)
-DEFINE_AVX512_COLUMNS_KERNEL(13)
-DEFINE_AVX512_COLUMNS_KERNEL(14)
-DEFINE_AVX512_COLUMNS_KERNEL(15)
+/* The widths below a vector that get a kernel of their own. */
+#define NARROW_WIDTHS(X)                                                                       \
+    X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+
+NARROW_WIDTHS(DEFINE_AVX512_COLUMNS_KERNEL)
 
 /* A call whose n is below 16 has tiles nr = n wide, all of them. */
 MG_TARGET_AVX512 static void ukernel_16xn_f32_avx512(size_t kc, const float *restrict a,
@@ -541,21 +531,7 @@ MG_TARGET_AVX512 static void ukernel_16xn_f32_avx512(size_t kc, const float *res
         columns_##NC##_f32_avx512(kc, a, b, c, ldc, mr, alpha, beta, bias);                    \
         break;
     switch (nr) {
-        COLUMNS_CASE(1)
-        COLUMNS_CASE(2)
-        COLUMNS_CASE(3)
-        COLUMNS_CASE(4)
-        COLUMNS_CASE(5)
-        COLUMNS_CASE(6)
-        COLUMNS_CASE(7)
-        COLUMNS_CASE(8)
-        COLUMNS_CASE(9)
-        COLUMNS_CASE(10)
-        COLUMNS_CASE(11)
-        COLUMNS_CASE(12)
-        COLUMNS_CASE(13)
-        COLUMNS_CASE(14)
-        COLUMNS_CASE(15)
+        NARROW_WIDTHS(COLUMNS_CASE)
     default:
         ukernel_16x16_f32_avx512(kc, a, b, c, ldc, mr, nr, alpha, beta, bias);
     }

@@ -71,6 +71,40 @@ static inline double mg_lanes_total(const double *acc)
     return half[0];
 }
 
+/* acc[i % MG_LANES] += x[i] (mg_sum_lanes) or x[i]^2 (mg_sumsq_lanes), in
+ * double; the last, partial group of MG_LANES goes to the first lanes, so the
+ * order depends on n alone. Plain inline functions: each instruction set's
+ * loop that calls one vectorizes it with its own instructions. */
+#define MG_DEFINE_LANE_SUMS(T, S)                                                        \
+    static inline void mg_sum_lanes_##S(size_t n, const T *restrict x,                   \
+                                        double *restrict acc)                            \
+    {                                                                                    \
+        size_t i = 0;                                                                    \
+        for (; i + MG_LANES <= n; i += MG_LANES)                                         \
+            for (size_t l = 0; l < MG_LANES; l++)                                        \
+                acc[l] += x[i + l];                                                      \
+        for (size_t l = 0; i + l < n; l++)                                               \
+            acc[l] += x[i + l];                                                          \
+    }                                                                                    \
+    static inline void mg_sumsq_lanes_##S(size_t n, const T *restrict x,                 \
+                                          double *restrict acc)                          \
+    {                                                                                    \
+        size_t i = 0;                                                                    \
+        for (; i + MG_LANES <= n; i += MG_LANES) {                                       \
+            for (size_t l = 0; l < MG_LANES; l++) {                                      \
+                double v = x[i + l];                                                     \
+                acc[l] += v * v;                                                         \
+            }                                                                            \
+        }                                                                                \
+        for (size_t l = 0; i + l < n; l++) {                                             \
+            double v = x[i + l];                                                         \
+            acc[l] += v * v;                                                             \
+        }                                                                                \
+    }
+
+MG_DEFINE_LANE_SUMS(float, f32)
+MG_DEFINE_LANE_SUMS(double, f64)
+
 /* ---- threads ----------------------------------------------------------- */
 
 /* Below this many elements (of a memory-bound pass; kernels doing more work

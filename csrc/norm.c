@@ -46,13 +46,7 @@
     static inline double row_sum_##S(size_t n, const T *restrict x)                      \
     {                                                                                    \
         double acc[MG_LANES] = {0};                                                      \
-        size_t i = 0;                                                                    \
-        for (; i + MG_LANES <= n; i += MG_LANES) {                                       \
-            for (size_t l = 0; l < MG_LANES; l++)                                        \
-                acc[l] += x[i + l];                                                      \
-        }                                                                                \
-        for (size_t l = 0; i + l < n; l++)                                               \
-            acc[l] += x[i + l];                                                          \
+        mg_sum_lanes_##S(n, x, acc);                                                     \
         return mg_lanes_total(acc);                                                      \
     }                                                                                    \
     /* sum((x - mu)^2) with x - mu rounded in T, as the reference's x - mean */          \

@@ -104,27 +104,12 @@
     static TARGET void sum_lanes_##S##_##ISA(size_t n, const T *restrict x,              \
                                              double *restrict acc)                       \
     {                                                                                    \
-        size_t i = 0;                                                                    \
-        for (; i + MG_LANES <= n; i += MG_LANES)                                         \
-            for (size_t l = 0; l < MG_LANES; l++)                                        \
-                acc[l] += x[i + l];                                                      \
-        for (size_t l = 0; i + l < n; l++)                                               \
-            acc[l] += x[i + l];                                                          \
+        mg_sum_lanes_##S(n, x, acc);                                                     \
     }                                                                                    \
     static TARGET void sumsq_lanes_##S##_##ISA(size_t n, const T *restrict x,            \
                                                double *restrict acc)                     \
     {                                                                                    \
-        size_t i = 0;                                                                    \
-        for (; i + MG_LANES <= n; i += MG_LANES) {                                       \
-            for (size_t l = 0; l < MG_LANES; l++) {                                      \
-                double v = x[i + l];                                                     \
-                acc[l] += v * v;                                                         \
-            }                                                                            \
-        }                                                                                \
-        for (size_t l = 0; i + l < n; l++) {                                             \
-            double v = x[i + l];                                                         \
-            acc[l] += v * v;                                                             \
-        }                                                                                \
+        mg_sumsq_lanes_##S(n, x, acc);                                                   \
     }                                                                                    \
     /* The same two sums of x - snap, the difference taken in double (exact for float). */ \
     static TARGET void change_lanes_##S##_##ISA(size_t n, const T *restrict x,           \

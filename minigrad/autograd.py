@@ -254,7 +254,7 @@ class Function:
         if anomaly:
             ctx._stack = traceback.extract_stack()[:-1]
 
-        raw = cls.forward(ctx, *arrays, **kwargs) if kwargs else cls.forward(ctx, *arrays)
+        raw = cls.forward(ctx, *arrays, **kwargs)
         single = type(raw) is not tuple
         if single:
             out = raw if type(raw) is np.ndarray else _as_array(raw)
