@@ -13,9 +13,12 @@
  *    instruction set. No -ffast-math: results are bit-identical across the
  *    three, because vector IEEE add/mul/div/compare round exactly like the
  *    scalar ones, and in ISO C mode (-std=c11) GCC does not fuse a*b+c into
- *    an FMA behind our back. A call into libm cannot be vectorized, so
- *    sigmoid, tanh and both forms of GELU use the exp, tanh and erfcx of
- *    vmath.h, plain arithmetic that vectorizes like the rest.
+ *    an FMA behind our back. The exp-based forms (sigmoid, tanh, the tanh
+ *    GELU) ask for FMA where the copy has it (MG_FMA_##ISA, see vmath.h):
+ *    the AVX2 and AVX-512 copies agree to the bit, and the generic copy to
+ *    within the accuracy stated below. A call into libm cannot be
+ *    vectorized, so sigmoid, tanh and both forms of GELU use the exp, tanh
+ *    and erfcx of vmath.h, plain arithmetic that vectorizes like the rest.
  * 3. A table per element type with one row of loop pointers per
  *    instruction set, indexed by mg_simd_level() (chosen once at run time).
  * 4. The public kernels: pick the row, split large arrays across OpenMP
@@ -132,7 +135,7 @@ static inline double gelu_erf_slope_double(double x)
  * against a float64 (for float) or long double (for double) reference:
  *
  * - sigmoid, tanh: relative error below 1e-6 for float (measured 1.7e-7)
- *   and 1e-13 for double (measured 3.3e-16) wherever the result is normal;
+ *   and 1e-13 for double (measured 3.4e-16) wherever the result is normal;
  *   where sigmoid's result is subnormal (x < -87.3 in float, x < -708.4 in
  *   double) the absolute error is at most one subnormal ulp, 2^-149 or
  *   2^-1074 (measured 0.74 ulp). Exact limits: sigmoid(-inf) = 0,
@@ -171,18 +174,18 @@ static inline double gelu_erf_slope_double(double x)
     /* e = exp(-|x|) is at most 1: 1 / (1 + exp(-x)) would overflow exp for */           \
     /* x < -88 in float and flush sigmoid's tiny values to 0; e / (1 + e) */             \
     /* keeps them to full relative precision. NaN fails x >= 0 and passes. */            \
-    static inline T sigmoid_##S(T x)                                                     \
+    static inline T sigmoid_##S(T x, int fused)                                          \
     {                                                                                    \
-        T e = EXP_NONPOS(x >= 0 ? -x : x);                                               \
+        T e = EXP_NONPOS(x >= 0 ? -x : x, fused);                                        \
         return (x >= 0 ? (T)1 : e) / ((T)1 + e);                                         \
     }                                                                                    \
     static inline T sigmoid_grad_##S(T gy, T y)                                          \
     {                                                                                    \
         return ((T)1 - y) * y * gy;                                                      \
     }                                                                                    \
-    static inline T tanh_##S(T x)                                                        \
+    static inline T tanh_##S(T x, int fused)                                             \
     {                                                                                    \
-        return TANH(x);                                                                  \
+        return TANH(x, fused);                                                           \
     }                                                                                    \
     static inline T tanh_grad_##S(T gy, T y)                                             \
     {                                                                                    \
@@ -200,11 +203,11 @@ static inline double gelu_erf_slope_double(double x)
     /* and w = 1 / (1 + e), s = w for u >= 0 and e w below. There e is */                \
     /* kept scaled, E = e / UNSCALE, until the last multiply, so a tiny */               \
     /* result is rounded once and not via a subnormal e. */                              \
-    static inline T gelu_tanh_##S(T x)                                                   \
+    static inline T gelu_tanh_##S(T x, int fused)                                        \
     {                                                                                    \
         T xc = x < (T)-MG_GELU_TANH_LIMIT ? (T)-MG_GELU_TANH_LIMIT : x;                  \
         T u = (T)MG_SQRT_2_PI * (xc + (T)MG_GELU_KAPPA * (xc * xc * xc));                \
-        T big_e = EXP_NONPOS_SCALED((u >= 0 ? -u : u) * (T)2);                           \
+        T big_e = EXP_NONPOS_SCALED((u >= 0 ? -u : u) * (T)2, fused);                    \
         T w = (T)1 / ((T)1 + big_e * UNSCALE);                                           \
         return u >= 0 ? xc * w : xc * w * big_e * UNSCALE;                               \
     }                                                                                    \
@@ -213,13 +216,13 @@ static inline double gelu_erf_slope_double(double x)
     /* cancellation in 1 - t^2 near |t| = 1. For u >= 0, s = w and */                    \
     /* s (1 - s) = e w^2; below, s = e w and the sum is e w (1 + 2 x w u'), */           \
     /* unscaled last as in the forward. */                                               \
-    static inline T gelu_tanh_grad_##S(T gy, T x)                                        \
+    static inline T gelu_tanh_grad_##S(T gy, T x, int fused)                             \
     {                                                                                    \
         T lim = (T)MG_GELU_TANH_LIMIT;                                                   \
         T xc = x < -lim ? -lim : (x > lim ? lim : x);                                    \
         T u = (T)MG_SQRT_2_PI * (xc + (T)MG_GELU_KAPPA * (xc * xc * xc));                \
         T du = (T)MG_SQRT_2_PI * ((T)1 + (T)(3 * MG_GELU_KAPPA) * (xc * xc));            \
-        T big_e = EXP_NONPOS_SCALED((u >= 0 ? -u : u) * (T)2);                           \
+        T big_e = EXP_NONPOS_SCALED((u >= 0 ? -u : u) * (T)2, fused);                    \
         T e = big_e * UNSCALE;                                                           \
         T w = (T)1 / ((T)1 + e);                                                         \
         T pos = w + (T)2 * xc * (e * w * w) * du;                                        \
@@ -284,7 +287,7 @@ DEFINE_LOOP_TYPES(double, f64)
                                                    const T *restrict x)                  \
     {                                                                                    \
         for (size_t i = 0; i < n; i++)                                                   \
-            y[i] = sigmoid_##S(x[i]);                                                    \
+            y[i] = sigmoid_##S(x[i], MG_FMA_##ISA);                                      \
     }                                                                                    \
     TARGET static void sigmoid_backward_##S##_##ISA(size_t n, T *restrict gx,            \
                                                     const T *restrict gy,                \
@@ -297,7 +300,7 @@ DEFINE_LOOP_TYPES(double, f64)
                                                 const T *restrict x)                     \
     {                                                                                    \
         for (size_t i = 0; i < n; i++)                                                   \
-            y[i] = tanh_##S(x[i]);                                                       \
+            y[i] = tanh_##S(x[i], MG_FMA_##ISA);                                         \
     }                                                                                    \
     TARGET static void tanh_backward_##S##_##ISA(size_t n, T *restrict gx,               \
                                                  const T *restrict gy,                   \
@@ -313,7 +316,7 @@ DEFINE_LOOP_TYPES(double, f64)
     {                                                                                    \
         if (approximate) {                                                               \
             for (size_t i = 0; i < n; i++)                                               \
-                y[i] = gelu_tanh_##S(x[i]);                                              \
+                y[i] = gelu_tanh_##S(x[i], MG_FMA_##ISA);                                \
         } else {                                                                         \
             for (size_t i = 0; i < n; i++)                                               \
                 y[i] = gelu_erf_##S(x[i]);                                               \
@@ -325,7 +328,7 @@ DEFINE_LOOP_TYPES(double, f64)
     {                                                                                    \
         if (approximate) {                                                               \
             for (size_t i = 0; i < n; i++)                                               \
-                gx[i] = gelu_tanh_grad_##S(gy[i], x[i]);                                 \
+                gx[i] = gelu_tanh_grad_##S(gy[i], x[i], MG_FMA_##ISA);                   \
         } else {                                                                         \
             for (size_t i = 0; i < n; i++)                                               \
                 gx[i] = gelu_erf_grad_##S(gy[i], x[i]);                                  \

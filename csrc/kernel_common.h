@@ -8,7 +8,10 @@
  * GCC auto-vectorizes each copy for its instruction set; the kernels pick a
  * copy by mg_simd_level(). The build does not contract a * b + c into an FMA
  * (-std=c11), and the loops never reassociate a sum, so the three copies
- * compute the very same bits.
+ * compute the very same bits. The one exception is asked for by name: the
+ * exp-based activations fuse their multiply-adds where the instruction set
+ * has FMA (MG_FMA_<isa> below; see vmath.h), so there AVX2 and AVX-512
+ * agree to the bit and the generic path to within an ulp or so.
  */
 #ifndef MINIGRAD_KERNEL_COMMON_H
 #define MINIGRAD_KERNEL_COMMON_H
@@ -29,6 +32,13 @@
 #define MG_X86_PATHS 0
 #endif
 #define MG_NO_TARGET
+
+/* Whether a copy may fuse a * b + c into one rounding, for the loops that
+ * ask for it by name (vmath.h's exp and tanh): the generic path has no FMA
+ * instruction, and fmaf there would be a libm call per element. */
+#define MG_FMA_generic 0
+#define MG_FMA_avx2 1
+#define MG_FMA_avx512 1
 
 /* The three copies of a set of loops, DEFINE(T, S, ISA, TARGET) for one
  * element type, and a table of one loop's copies indexed by mg_simd_level()

@@ -1071,12 +1071,32 @@ def test_force_isa_selects_path(isa, tmp_path, isa_inputs, best_path_results):
                 relative_in_subnormals=acc.relative_in_subnormals,
             )
 
-    # No -ffast-math and no FMA contraction: every path rounds identically, so
-    # the forced path must reproduce the best path bit for bit.
+    # No -ffast-math and no FMA contraction the code did not ask for: every
+    # path rounds identically, so the forced path reproduces the best path bit
+    # for bit. The exception: the exp-based results of a path with FMA and of
+    # one without (the generic path), which may differ by an ulp or so; each
+    # is held to the references above instead.
     best_level, best, _ = best_path_results
     assert best_level == _cpu_simd_level()
+    one_fuses = (level == 0) != (best_level == 0)
     for name, want in best.items():
+        if one_fuses and name.rsplit("_", 1)[0] in FUSED_RESULTS:
+            continue
         np.testing.assert_array_equal(results[name], want, err_msg=f"{name} on {isa}", strict=True)
+
+
+# The results computed with vmath.h's exp, which fuses its multiply-adds on
+# the instruction sets with FMA (named as the child names them, less the dtype).
+FUSED_RESULTS = {
+    "sigmoid_forward",
+    "tanh_forward",
+    "gelu_tanh_forward",
+    "gelu_tanh_backward",
+    "accuracy_sigmoid",
+    "accuracy_tanh",
+    "accuracy_gelu_tanh",
+    "accuracy_gelu_tanh_grad",
+}
 
 
 def test_force_isa_cannot_raise_or_be_misspelled(tmp_path, isa_inputs):
