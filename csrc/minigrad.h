@@ -329,6 +329,35 @@ int mg_change_stats_f32(size_t count, double *sums, double *change, float *snaps
 int mg_change_stats_f64(size_t count, double *sums, double *change, double *snapshot,
                         const double *const *bufs, const size_t *lens, int copy);
 
+/*
+ * A monitored training step's three calls in one: histogram_stats of the
+ * n_grads gradients, unit_stats_multi of the n_outputs layer outputs and
+ * change_stats of the n_weights weights, each with the arguments of its own
+ * kernel above and giving the very bits it gives. n_weights == 0 skips the
+ * weights (sums, change, snapshot, weights and weight_lens may then be
+ * NULL); the other two always run. With two threads available and every
+ * tensor too small for a kernel to thread it alone (64K elements),
+ * histogram_stats runs on one thread while unit_stats_multi and then
+ * change_stats run on the other; otherwise the three run in that order. No
+ * array one of them writes may overlap one the others read. All three run
+ * whatever the others return; the result is the first nonzero status of
+ * histogram_stats, unit_stats_multi, change_stats, in that order.
+ */
+int mg_monitor_stats_f32(size_t n_grads, mg_tensor_stats *grad_out, unsigned long long *hist,
+                         size_t bins, const float *const *grads, const size_t *grad_lens,
+                         size_t n_outputs, mg_tensor_stats *act_out, unsigned long long *n_dead,
+                         const float *const *outputs, const size_t *output_lens,
+                         const size_t *units, const double *thresholds, const double *centers,
+                         size_t n_weights, double *sums, double *change, float *snapshot,
+                         const float *const *weights, const size_t *weight_lens, int copy);
+int mg_monitor_stats_f64(size_t n_grads, mg_tensor_stats *grad_out, unsigned long long *hist,
+                         size_t bins, const double *const *grads, const size_t *grad_lens,
+                         size_t n_outputs, mg_tensor_stats *act_out, unsigned long long *n_dead,
+                         const double *const *outputs, const size_t *output_lens,
+                         const size_t *units, const double *thresholds, const double *centers,
+                         size_t n_weights, double *sums, double *change, double *snapshot,
+                         const double *const *weights, const size_t *weight_lens, int copy);
+
 /* ---- matrix product (csrc/gemm.c) --------------------------------------- */
 /*
  * c = alpha * op(a) * op(b) + beta * c, then + bias[j] on every row when

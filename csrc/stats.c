@@ -735,3 +735,96 @@ DEFINE_COUNT_EDGE_CHUNKS(float, f32, uint32_t)
 DEFINE_COUNT_EDGE_CHUNKS(double, f64, uint64_t)
 DEFINE_STATS_KERNELS(float, f32, uint32_t, F32_EXP_MASK, F32_ABS_MASK)
 DEFINE_STATS_KERNELS(double, f64, uint64_t, F64_EXP_MASK, F64_ABS_MASK)
+
+/* ---- the three at once ------------------------------------------------------- */
+
+/* A region of two threads for mg_monitor_stats, whatever the thread count:
+ * there are two parts to run. */
+#ifdef _OPENMP
+#define MG_OMP_PARALLEL_PAIR _Pragma("omp parallel num_threads(mg_region_begin(2))")
+#else
+#define MG_OMP_PARALLEL_PAIR
+#endif
+
+/* mg_monitor_stats's arguments, and the status of each of its three kernels. */
+#define DEFINE_MONITOR_STATS(T, S)                                                       \
+    typedef struct {                                                                     \
+        size_t n_grads;                                                                  \
+        mg_tensor_stats *grad_out;                                                       \
+        unsigned long long *hist;                                                        \
+        size_t bins;                                                                     \
+        const T *const *grads;                                                           \
+        const size_t *grad_lens;                                                         \
+        size_t n_outputs;                                                                \
+        mg_tensor_stats *act_out;                                                        \
+        unsigned long long *n_dead;                                                      \
+        const T *const *outputs;                                                         \
+        const size_t *output_lens, *units;                                               \
+        const double *thresholds, *centers;                                              \
+        size_t n_weights;                                                                \
+        double *sums, *change;                                                           \
+        T *snapshot;                                                                     \
+        const T *const *weights;                                                         \
+        const size_t *weight_lens;                                                       \
+        int copy;                                                                        \
+        int status[3];                                                                   \
+    } monitor_job_##S;                                                                   \
+    /* Part 0: histogram_stats; part 1: unit_stats_multi, then change_stats. */          \
+    static void monitor_part_##S(monitor_job_##S *j, size_t part)                        \
+    {                                                                                    \
+        if (part == 0) {                                                                 \
+            j->status[0] = mg_histogram_stats_##S(j->n_grads, j->grad_out, j->hist,      \
+                                                  j->bins, j->grads, j->grad_lens);      \
+            return;                                                                      \
+        }                                                                                \
+        j->status[1] = mg_unit_stats_multi_##S(j->n_outputs, j->act_out, j->n_dead,      \
+                                               j->outputs, j->output_lens, j->units,     \
+                                               j->thresholds, j->centers);               \
+        j->status[2] = mg_change_stats_##S(j->n_weights, j->sums, j->change, j->snapshot, \
+                                           j->weights, j->weight_lens, j->copy);         \
+    }                                                                                    \
+    static size_t longest_##S(size_t count, const size_t *lens, size_t longest)          \
+    {                                                                                    \
+        for (size_t i = 0; i < count; i++)                                               \
+            longest = lens[i] > longest ? lens[i] : longest;                             \
+        return longest;                                                                  \
+    }                                                                                    \
+    int mg_monitor_stats_##S(size_t n_grads, mg_tensor_stats *grad_out,                  \
+                             unsigned long long *hist, size_t bins, const T *const *grads, \
+                             const size_t *grad_lens, size_t n_outputs,                  \
+                             mg_tensor_stats *act_out, unsigned long long *n_dead,       \
+                             const T *const *outputs, const size_t *output_lens,         \
+                             const size_t *units, const double *thresholds,              \
+                             const double *centers, size_t n_weights, double *sums,      \
+                             double *change, T *snapshot, const T *const *weights,       \
+                             const size_t *weight_lens, int copy)                        \
+    {                                                                                    \
+        monitor_job_##S job = {n_grads,     grad_out,  hist,       bins,       grads,    \
+                               grad_lens,   n_outputs, act_out,    n_dead,     outputs,  \
+                               output_lens, units,     thresholds, centers,    n_weights, \
+                               sums,        change,    snapshot,   weights,    weight_lens, \
+                               copy,        {MG_OK, MG_OK, MG_OK}};                     \
+        size_t longest = longest_##S(n_grads, grad_lens, 0);                             \
+        longest = longest_##S(n_outputs, output_lens, longest);                          \
+        longest = longest_##S(n_weights, weight_lens, longest);                          \
+        /* A tensor the kernels would thread on its own: each kernel in turn, with       \
+         * its own regions (none may open inside this one). */                           \
+        if (longest < MG_PARALLEL_MIN && mg_threads_now() > 1) {                         \
+            MG_OMP_PARALLEL_PAIR                                                         \
+            {                                                                            \
+                mg_range r = mg_thread_share(2, 1);                                      \
+                for (size_t part = r.lo; part < r.lo + r.len; part++)                    \
+                    monitor_part_##S(&job, part);                                        \
+            }                                                                            \
+        } else {                                                                         \
+            monitor_part_##S(&job, 0);                                                   \
+            monitor_part_##S(&job, 1);                                                   \
+        }                                                                                \
+        for (size_t k = 0; k < 3; k++)                                                   \
+            if (job.status[k] != MG_OK)                                                  \
+                return job.status[k];                                                    \
+        return MG_OK;                                                                    \
+    }
+
+DEFINE_MONITOR_STATS(float, f32)
+DEFINE_MONITOR_STATS(double, f64)

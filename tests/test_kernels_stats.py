@@ -395,6 +395,139 @@ def test_forced_isa_gives_identical_bits(isa, tmp_path):
     assert_forced_isa_agrees("test_kernels_stats", isa_outputs, isa, SIMD_LEVELS, tmp_path)
 
 
+# -- monitor_stats: the three kernels in one call ----------------------------------------
+
+
+def _monitor_case(dtype, big):
+    """A monitored step's lists: gradients (one with NaN and inf, one empty), layer
+    outputs (batch, units) with dead units, weights and their snapshot; with
+    ``big``, one weight of 64K elements or more (the kernels thread it alone)."""
+    rng = np.random.default_rng(11)
+    shapes = [(64, 128), (128,), (128, 128), (128,), (10, 128), (0,)]
+    if big:
+        shapes[2] = (512, 256)
+    weights = [_values(dtype, int(np.prod(s)), rng, "plain").reshape(s) for s in shapes]
+    grads = [_values(dtype, w.size, rng, "plain").reshape(w.shape) for w in weights]
+    grads[0][3, 5], grads[0][7, 1], grads[2][0, 0] = np.nan, np.inf, -np.inf
+    outputs = [
+        np.maximum(_values(dtype, 64 * u, rng, "zeros").reshape(64, u), 0) for u in (128, 17)
+    ]
+    outputs[0][:, :9] = 0.0
+    outputs.append(_values(dtype, 64 * 10, rng, "plain").reshape(64, 10))
+    snapshot = _values(dtype, sum(w.size for w in weights), rng, "plain")
+    return grads, outputs, weights, snapshot
+
+
+def _monitor_kernels(dtype, case, together, bins=10, with_weights=True, units=None):
+    """The case through mg_monitor_stats (together) or the three kernels: their
+    statuses and every array they wrote."""
+    from minigrad._C import ffi, lib
+
+    grads, outputs, weights, snapshot = case
+    ctype, suffix = ("float", "f32") if dtype == np.float32 else ("double", "f64")
+    units = [o.shape[1] for o in outputs] if units is None else units
+    out = {
+        "grad": np.zeros(len(grads), STATS_DTYPE),
+        "hist": np.zeros((len(grads), bins), np.uint64),
+        "act": np.zeros(len(outputs), STATS_DTYPE),
+        "dead": np.zeros(len(outputs), np.uint64),
+        "sums": np.zeros((len(weights), 2)),
+        "change": np.zeros((len(weights), 2)),
+        "snapshot": snapshot.copy(),
+    }
+
+    def c(name, a):
+        return ffi.from_buffer(f"{name}[]", a, True)
+
+    def pointers(arrays):
+        return ffi.new(f"{ctype} *[]", [c(ctype, a) for a in arrays])
+
+    def lens(sizes):
+        return ffi.new("size_t[]", list(sizes))
+
+    grad_args = (
+        len(grads),
+        c("mg_tensor_stats", out["grad"]),
+        c("unsigned long long", out["hist"]),
+    )
+    grad_args += (bins, pointers(grads), lens(g.size for g in grads))
+    unit_args = (len(outputs), c("mg_tensor_stats", out["act"]))
+    unit_args += (c("unsigned long long", out["dead"]), pointers(outputs))
+    unit_args += (lens(o.size for o in outputs), lens(units))
+    unit_args += (ffi.new("double[]", [0.49] * len(outputs)), ffi.new("double[]", [0.5] * 3))
+    if with_weights:
+        change_args = (len(weights), c("double", out["sums"]), c("double", out["change"]))
+        change_args += (c(ctype, out["snapshot"]), pointers(weights))
+        change_args += (lens(w.size for w in weights), 1)
+    else:
+        change_args = (0, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, 0)
+    if together:
+        kernel = getattr(lib, f"mg_monitor_stats_{suffix}")
+        statuses = [kernel(*grad_args, *unit_args, *change_args)]
+    else:
+        statuses = [
+            getattr(lib, f"mg_histogram_stats_{suffix}")(*grad_args),
+            getattr(lib, f"mg_unit_stats_multi_{suffix}")(*unit_args),
+            getattr(lib, f"mg_change_stats_{suffix}")(*change_args),
+        ]
+    return statuses, out
+
+
+def _assert_same_bits(got, want):
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("big", [False, True])
+@pytest.mark.parametrize("with_weights", [True, False])
+def test_monitor_stats_equals_the_three_calls(dtype, big, with_weights):
+    """On 1 and 2 threads, side by side or (a big tensor) in turn: the very bits
+    of the three kernels called one after another."""
+    from minigrad._C import lib
+
+    case = _monitor_case(dtype, big)
+    previous = lib.mg_get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            C.set_num_threads(threads)
+            got = _monitor_kernels(dtype, case, True, with_weights=with_weights)
+            want = _monitor_kernels(dtype, case, False, with_weights=with_weights)
+            assert got[0] == [0] and want[0] == [0, 0, 0]
+            _assert_same_bits(got[1], want[1])
+            results.append(got[1])
+    finally:
+        C.set_num_threads(previous)
+    _assert_same_bits(results[0], results[1])
+    assert results[0]["grad"]["n_nan"][0] == 1 and results[0]["grad"]["n_inf"][2] == 1
+    assert results[0]["dead"][0] >= 9
+    if with_weights:
+        np.testing.assert_array_equal(
+            results[0]["snapshot"], np.concatenate([w.ravel() for w in case[2]])
+        )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_monitor_stats_runs_all_three_whatever_one_returns(dtype):
+    """A kernel's error is the call's (the first, in histogram, units, change
+    order) and the other kernels still do all their work."""
+    from minigrad._C import lib
+
+    case = _monitor_case(dtype, False)
+    previous = lib.mg_get_num_threads()
+    try:
+        for threads in (1, 2):
+            C.set_num_threads(threads)
+            for bins, units in ((0, None), (10, [128, 17, 7]), (0, [128, 17, 7])):
+                got = _monitor_kernels(dtype, case, True, bins=bins, units=units)
+                want = _monitor_kernels(dtype, case, False, bins=bins, units=units)
+                assert got[0] == [2] and 2 in want[0]  # MG_ERR_RANGE
+                _assert_same_bits(got[1], want[1])
+    finally:
+        C.set_num_threads(previous)
+
+
 # -- stats_rows: the three kernels bound to tables of rows ------------------------------
 
 

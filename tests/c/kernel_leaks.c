@@ -105,6 +105,20 @@ static void check(int status, const char *what, size_t size)
               "change_stats", n);                                                        \
         check(mg_change_stats_##S(3, NULL, change, snapshot, bufs, lens, 0),             \
               "change_stats", n);                                                        \
+        /* The three in one call, the same lists as outputs (one unit per sample) */    \
+        /* and weights; then without weights (NULL lists). */                            \
+        mg_tensor_stats act[3];                                                          \
+        unsigned long long deads[3];                                                     \
+        size_t units[3] = {lens[0] != 0, lens[1] != 0, 0};                               \
+        double thresholds[3] = {0.49, 0.49, 0.49}, centers[3] = {0.5, 0.5, 0.5};         \
+        check(mg_monitor_stats_##S(3, lst, hist, 10, bufs, lens, 3, act, deads, bufs,    \
+                                   lens, units, thresholds, centers, 3, sums, change,    \
+                                   snapshot, bufs, lens, 1),                             \
+              "monitor_stats", n);                                                       \
+        check(mg_monitor_stats_##S(3, lst, hist, 10, bufs, lens, 3, act, deads, bufs,    \
+                                   lens, units, thresholds, centers, 0, NULL, NULL,      \
+                                   NULL, NULL, NULL, 0),                                 \
+              "monitor_stats without weights", n);                                       \
         free(snapshot);                                                                  \
         /* Matrix kernels on (rows, cols) = (n / c, c) for a few column counts. */       \
         static const size_t cols[] = {1, 3, 16, 17};                                     \
