@@ -317,6 +317,39 @@ def test_history_is_the_same_on_the_c_and_numpy_backends():
                         assert value == expected, (name, key)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("every", [1, 2])
+def test_one_call_per_step_records_what_separate_calls_do(monkeypatch, threads, every):
+    """On the C backend a recorded step measures weights, gradients and outputs in
+    one call (side by side on two threads): the very rows of the calls in turn."""
+    from minigrad.backend.base import StatsRows
+    from minigrad.backend.c import _CStatsRows
+
+    def run():
+        model = _model()
+        model[4].bias.requires_grad_(False)  # a parameter without gradient
+        monitor = GradientMonitor(model, every=every)
+        _train(model, monitor, steps=5, clip=0.5)
+        return monitor
+
+    previous, previous_threads = mg.get_backend(), mg.get_num_threads()
+    mg.set_backend("c")
+    mg.set_num_threads(threads)
+    try:
+        one = run()
+        monkeypatch.setattr(_CStatsRows, "measure", StatsRows.measure)
+        separate = run()
+    finally:
+        mg.set_num_threads(previous_threads)
+        mg.set_backend(previous)
+    count = one._rows.count
+    assert count == separate._rows.count == (5 if every == 1 else 3)
+    for name in ("grad", "hist", "weight", "change", "act", "act_dead"):
+        got, want = getattr(one._rows, name)[:count], getattr(separate._rows, name)[:count]
+        assert got.tobytes() == want.tobytes(), name
+    assert repr(one.history) == repr(separate.history)
+
+
 def test_activations_are_those_of_the_forward_that_built_the_graph():
     model = _model()
     monitor = GradientMonitor(model)

@@ -548,9 +548,10 @@ def _bound(backend, tables):
     return backend.stats_rows(*tables.values())
 
 
-def _steps(backend, dtype, kind):
+def _steps(backend, dtype, kind, whole=False):
     """Three steps of a small model's numbers through a binding, the weights
-    updated in place in between and replaced by other arrays in the third."""
+    updated in place in between and replaced by other arrays in the third;
+    ``whole``: each step in one ``measure`` call."""
     rng = np.random.default_rng(3)
     shapes = [(6, 5), (6,), (3, 6), (3,)]
     weights = [_values(dtype, int(np.prod(s)), rng, "plain").reshape(s) for s in shapes]
@@ -569,8 +570,12 @@ def _steps(backend, dtype, kind):
         if step == 2:
             weights = [w.copy() for w in weights]  # other arrays, same sizes
         with np.errstate(all="ignore"):
-            bound.changes(step, step - 1 if step else None, snapshot, weights, True)
-            units.append(bound.record(step, grads, outputs))
+            pending = step - 1 if step else None
+            if whole:
+                units.append(bound.measure(step, pending, snapshot, weights, grads, outputs))
+            else:
+                bound.changes(step, pending, snapshot, weights, True)
+                units.append(bound.record(step, grads, outputs))
         for w in weights:
             w *= dtype(0.9)
     return tables, snapshot, units
@@ -591,6 +596,38 @@ def test_stats_rows_equal_the_reference(dtype, kind):
     for name in ("weight", "change"):
         close(got[name], want[name], 1e-12, what=name)
     assert np.isnan(got["change"][2:]).all()  # rows not measured yet
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["plain", "nan"])
+@pytest.mark.parametrize("backend", [C, REF], ids=["c", "numpy"])
+def test_stats_rows_measure_equals_changes_then_record(dtype, kind, backend):
+    got, got_snapshot, got_units = _steps(backend, dtype, kind, whole=True)
+    want, want_snapshot, want_units = _steps(backend, dtype, kind)
+    assert got_units == want_units
+    np.testing.assert_array_equal(got_snapshot, want_snapshot)
+    _assert_same_bits(got, want)
+
+
+def test_stats_rows_measure_of_mixed_dtypes_and_float16_takes_the_general_path():
+    rng = np.random.default_rng(5)
+    weights = [_values(np.float32, 12, rng, "plain").reshape(3, 4)]
+    tables = {}
+    for backend in (C, REF):
+        tables[backend] = _tables(1, 2)
+        bound = _bound(backend, tables[backend])
+        for grads, outputs in (
+            ([weights[0] * 2], [weights[0].astype(np.float64), weights[0]]),
+            ([weights[0].astype(np.float16)], [weights[0], None]),
+        ):
+            snapshot = np.zeros(12, np.float32)
+            units = bound.measure(0, None, snapshot, weights, grads, outputs)
+            assert units[0] == 4
+            np.testing.assert_array_equal(snapshot, weights[0].ravel())
+    _assert_same_bits(
+        {k: v for k, v in tables[C].items() if k in ("hist", "dead")},
+        {k: v for k, v in tables[REF].items() if k in ("hist", "dead")},
+    )
 
 
 def test_stats_rows_without_arrays_and_with_float16():

@@ -673,9 +673,23 @@ class StatsRows:
         self, row: int, grads: list[np.ndarray | None], outputs: list[np.ndarray | None]
     ) -> tuple[int | None, ...]:
         """``histogram(row, grads)`` then ``units(row, outputs)``, whose units it
-        returns: the two calls of a recorded step."""
+        returns: a recorded step's calls on the gradients and the outputs."""
         self.histogram(row, grads)
         return self.units(row, outputs)
+
+    def measure(
+        self,
+        row: int,
+        change_row: int | None,
+        snapshot: np.ndarray,
+        weights: Sequence[np.ndarray],
+        grads: list[np.ndarray | None],
+        outputs: list[np.ndarray | None],
+    ) -> tuple[int | None, ...]:
+        """A recorded step whole: ``changes(row, change_row, snapshot, weights,
+        True)`` then ``record(row, grads, outputs)``, whose units it returns."""
+        self.changes(row, change_row, snapshot, weights, True)
+        return self.record(row, grads, outputs)
 
     def _n(self, arrays):
         if len(arrays) != self.n:

@@ -126,6 +126,7 @@ _FUSED_NAMES = (
     "unit_stats_multi",
     "histogram_stats",
     "change_stats",
+    "monitor_stats",
 )
 _FUSED = {
     np.dtype(dtype): {name: getattr(lib, f"mg_{name}_{suffix}") for name in _FUSED_NAMES}
@@ -390,8 +391,9 @@ def _lengths(sizes: tuple):
 
 class _CStatsRows(StatsRows):
     """The C backend's ``StatsRows``: pointers into the tables, taken once, and a
-    row is a pointer plus an offset, for the two calls a monitored step makes.
-    ``record`` passes the gradients and the outputs to C as one list. The
+    row is a pointer plus an offset, for the calls a monitored step makes.
+    ``record`` passes the gradients and the outputs to C as one list, and
+    ``measure`` that list and the weights in one call of all three kernels. The
     weights ``changes`` reads are the same arrays step after step (optimizers
     update them in place): their pointer array is kept too, with the
     snapshot's, and used while the same arrays come. Anything unusual (a row
@@ -415,32 +417,18 @@ class _CStatsRows(StatsRows):
         self._thresholds_ptr = _from_buffer(_DOUBLES, self.thresholds)
         self._centers_ptr = _from_buffer(_DOUBLES, self.centers)
         self._bins = self.hist.shape[2]
-        # (weights, snapshot, kernel, pointer array, lengths, snapshot pointer, weak refs)
+        # (weights, snapshot, change_stats, pointer array, lengths, snapshot pointer,
+        # weak refs, dtype, monitor_stats)
         self._pinned: tuple | None = None
         # record's last (sizes, batch sizes, units per sample, units as size_t[])
         self._units: tuple = ((), (), (), None)
 
     def record(self, row, grads, outputs):
-        # One list for the two kernels: gradients then outputs, read the same way.
-        n, m = self.n, self.m
-        buffers = None
-        if type(row) is int and 0 <= row < self.rows and len(grads) == n and len(outputs) == m:
-            buffers = _buffers([*grads, *outputs])
-        if buffers is not None:
-            sizes = buffers[3]
-            try:  # (batch, ...) outputs; anything else: the general path
-                batches = tuple(map(len, outputs))
-                last = self._units
-                if sizes != last[0] or batches != last[1]:  # usually the last step's
-                    units = tuple(map(operator.floordiv, sizes[n:], batches))
-                    last = self._units = (sizes, batches, units, _lengths(units))
-            except (TypeError, ZeroDivisionError):
-                buffers = None
-        if buffers is None:
+        lists = self._lists(row, grads, outputs)
+        if lists is None:
             return super().record(row, grads, outputs)
-        _, _, units, units_c = last
-        dtype, bufs, lens, _, views = buffers
-        bins, kernels = self._bins, _FUSED[dtype]
+        dtype, bufs, lens, units, units_c, views = lists
+        n, m, bins, kernels = self.n, self.m, self._bins, _FUSED[dtype]
         kernel = kernels["histogram_stats"]
         status = kernel(
             n, self._grad_ptr + n * row, self._hist_ptr + n * bins * row, bins, bufs, lens
@@ -462,6 +450,82 @@ class _CStatsRows(StatsRows):
         del views  # referenced until here, while C read the arrays
         return units
 
+    def measure(self, row, change_row, snapshot, weights, grads, outputs):
+        # The three kernels in one call (mg_monitor_stats, which runs them side by
+        # side on two threads) when both halves take their usual paths in one dtype.
+        pinned = self._pinned
+        if (
+            pinned is None
+            or snapshot is not pinned[1]
+            or (weights is not pinned[0] and not _same(weights, pinned[0]))
+        ):
+            pinned = self._pinned = self._pin(snapshot, weights)
+        lists = None
+        if pinned is not None and (
+            change_row is None or (type(change_row) is int and 0 <= change_row < self.rows)
+        ):
+            lists = self._lists(row, grads, outputs)
+        if lists is None or lists[0] != pinned[7]:
+            return super().measure(row, change_row, snapshot, weights, grads, outputs)
+        _, bufs, lens, units, units_c, views = lists
+        n, m, bins = self.n, self.m, self._bins
+        kernel, weight_bufs, weight_lens, snap = pinned[8], pinned[3], pinned[4], pinned[5]
+        status = kernel(
+            n,
+            self._grad_ptr + n * row,
+            self._hist_ptr + n * bins * row,
+            bins,
+            bufs,
+            lens,
+            m,
+            self._act_ptr + m * row,
+            self._dead_ptr + m * row,
+            bufs + n,
+            lens + n,
+            units_c,
+            self._thresholds_ptr,
+            self._centers_ptr,
+            n,
+            self._weight_ptr + 2 * n * row,
+            _NULL if change_row is None else self._change_ptr + 2 * n * change_row,
+            snap,
+            weight_bufs,
+            weight_lens,
+            1,
+        )
+        if status:
+            raise _kernel_failed(kernel, status)
+        del views  # referenced until here, while C read the arrays
+        return units
+
+    def _lists(self, row, grads, outputs) -> tuple | None:
+        """What ``record`` passes C for this row, gradients and outputs: (dtype,
+        pointer array, lengths, units, units as size_t[], views), the gradients
+        then the outputs in one list, read the same way; None for the general
+        path (a row out of range, lists of another length or of arrays C cannot
+        read, outputs that are not (batch, ...) arrays)."""
+        n = self.n
+        if not (
+            type(row) is int and 0 <= row < self.rows and len(grads) == n and len(outputs) == self.m
+        ):
+            return None
+        buffers = _buffers([*grads, *outputs])
+        if buffers is None:
+            return None
+        dtype, bufs, lens, sizes, views = buffers
+        try:
+            batches = tuple(map(len, outputs))
+        except TypeError:
+            return None
+        last = self._units
+        if sizes != last[0] or batches != last[1]:  # usually the last step's
+            try:
+                units = tuple(map(operator.floordiv, sizes[n:], batches))
+            except ZeroDivisionError:
+                return None
+            last = self._units = (sizes, batches, units, _lengths(units))
+        return dtype, bufs, lens, last[2], last[3], views
+
     def changes(self, sums_row, change_row, snapshot, arrays, copy):
         pinned = self._pinned
         if (
@@ -477,7 +541,7 @@ class _CStatsRows(StatsRows):
             or not (change_row is None or (type(change_row) is int and 0 <= change_row < rows))
         ):
             return super().changes(sums_row, change_row, snapshot, arrays, copy)
-        _, _, kernel, bufs, lens, snap, _ = pinned
+        _, _, kernel, bufs, lens, snap, _, _, _ = pinned
         status = kernel(
             n,
             _NULL if sums_row is None else self._weight_ptr + 2 * n * sums_row,
@@ -508,7 +572,9 @@ class _CStatsRows(StatsRows):
         arrays = arrays if type(arrays) is tuple else tuple(arrays)
         refs = [weakref.ref(a) for a in (*arrays, snapshot)]
         snap = _from_buffer(_CTYPES[dtype], snapshot, True)
-        return arrays, snapshot, _FUSED[dtype]["change_stats"], bufs, lens, snap, refs
+        kernels = _FUSED[dtype]
+        change, monitor = kernels["change_stats"], kernels["monitor_stats"]
+        return arrays, snapshot, change, bufs, lens, snap, refs, dtype, monitor
 
 
 def _same(arrays, kept: tuple) -> bool:

@@ -308,29 +308,45 @@ class GradientMonitor:
                 pending = None  # first step, or weights replaced by others of another size
         row = self._rows.next_row() if index % self.every == 0 else None
         kernels = self._rows.kernels()
-        if row is not None or pending is not None:
-            self._measure_weights(kernels, weights, row, pending)
-            if pending is not None and pending < len(self._built):
-                self._fill_update(self._built[pending], pending)
-        if row is not None:
-            self._measure_gradients_and_activations(kernels, index, row)
+        if row is not None and len(self._snapshots) == 1:
+            self._measure_all(kernels, weights, index, row, pending)
+        else:
+            if row is not None or pending is not None:
+                self._measure_weights(kernels, weights, row, pending)
+            if row is not None:
+                self._measure_gradients_and_activations(kernels, index, row)
+        if pending is not None and pending < len(self._built):
+            self._fill_update(self._built[pending], pending)
         self._outputs[:] = self._no_outputs
         self._pending = row
         self._recording = self.steps % self.every == 0
 
+    def _measure_all(
+        self, kernels, weights: tuple[np.ndarray, ...], index: int, row: int, pending
+    ) -> None:
+        """A recorded step with one snapshot (one dtype): what _measure_weights and
+        _measure_gradients_and_activations measure, in one call, which the C
+        backend runs on two threads; then the row is added."""
+        grads, has_grad = self._gradients()
+        snapshot = self._snapshots[0][1]
+        units = kernels.measure(row, pending, snapshot, weights, grads, self._outputs)
+        self._rows.commit(index, (self._shapes, self._sizes, has_grad, units))
+
     def _measure_gradients_and_activations(self, kernels, index: int, row: int) -> None:
         """The gradients' summaries and histograms in one call, the summaries and
         dead units of the outputs the hooks kept in another; then the row is added."""
+        grads, has_grad = self._gradients()
+        units = kernels.record(row, grads, self._outputs)
+        self._rows.commit(index, (self._shapes, self._sizes, has_grad, units))
+
+    def _gradients(self) -> tuple[list, Any]:
+        """The parameters' gradient arrays (None for none) and which have one."""
         # The usual case in one go: every parameter has a gradient.
-        outputs = self._outputs
         try:
-            grads = list(map(_grad_of, self._tensors))
-            has_grad = self._all_params
+            return list(map(_grad_of, self._tensors)), self._all_params
         except AttributeError:  # a parameter without gradient
             grads = [None if p.grad is None else p.grad._data for p in self._tensors]
-            has_grad = _present(grads)
-        units = kernels.record(row, grads, outputs)
-        self._rows.commit(index, (self._shapes, self._sizes, has_grad, units))
+            return grads, _present(grads)
 
     def _measure_weights(self, kernels, weights: tuple[np.ndarray, ...], row, pending) -> None:
         """One pass over the weights: the change since the snapshot (the pending
