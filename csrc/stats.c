@@ -746,13 +746,9 @@ DEFINE_STATS_KERNELS(double, f64, uint64_t, F64_EXP_MASK, F64_ABS_MASK)
  * weights 6.8 us, 27.8 us in turn and 16.6 us side by side (the longer
  * thread's 15 us and the region); GradientMonitor.step() 54 -> 39 us.
  *
- * A region of two threads, whatever the thread count: there are two parts to
- * run. */
-#ifdef _OPENMP
-#define MG_OMP_PARALLEL_PAIR _Pragma("omp parallel num_threads(mg_region_begin(2))")
-#else
-#define MG_OMP_PARALLEL_PAIR
-#endif
+ * The region has the usual thread count (MG_OMP_PARALLEL), so the pool keeps
+ * its size and runtime.c goes on judging its workers' starts; threads past
+ * the second find nothing to do. */
 
 /* mg_monitor_stats's arguments, and the status of each of its three kernels. */
 #define DEFINE_MONITOR_STATS(T, S)                                                       \
@@ -818,7 +814,7 @@ DEFINE_STATS_KERNELS(double, f64, uint64_t, F64_EXP_MASK, F64_ABS_MASK)
         /* A tensor the kernels would thread on its own: each kernel in turn, with       \
          * its own regions (none may open inside this one). */                           \
         if (longest < MG_PARALLEL_MIN && mg_threads_now() > 1) {                         \
-            MG_OMP_PARALLEL_PAIR                                                         \
+            MG_OMP_PARALLEL                                                              \
             {                                                                            \
                 mg_range r = mg_thread_share(2, 1);                                      \
                 for (size_t part = r.lo; part < r.lo + r.len; part++)                    \

@@ -482,15 +482,15 @@ def _assert_same_bits(got, want):
 @pytest.mark.parametrize("big", [False, True])
 @pytest.mark.parametrize("with_weights", [True, False])
 def test_monitor_stats_equals_the_three_calls(dtype, big, with_weights):
-    """On 1 and 2 threads, side by side or (a big tensor) in turn: the very bits
-    of the three kernels called one after another."""
+    """On 1, 2 and 3 threads (the third idle), side by side or (a big tensor) in
+    turn: the very bits of the three kernels called one after another."""
     from minigrad._C import lib
 
     case = _monitor_case(dtype, big)
     previous = lib.mg_get_num_threads()
     results = []
     try:
-        for threads in (1, 2):
+        for threads in (1, 2, 3):
             C.set_num_threads(threads)
             got = _monitor_kernels(dtype, case, True, with_weights=with_weights)
             want = _monitor_kernels(dtype, case, False, with_weights=with_weights)
@@ -499,7 +499,8 @@ def test_monitor_stats_equals_the_three_calls(dtype, big, with_weights):
             results.append(got[1])
     finally:
         C.set_num_threads(previous)
-    _assert_same_bits(results[0], results[1])
+    for result in results[1:]:
+        _assert_same_bits(result, results[0])
     assert results[0]["grad"]["n_nan"][0] == 1 and results[0]["grad"]["n_inf"][2] == 1
     assert results[0]["dead"][0] >= 9
     if with_weights:

@@ -453,7 +453,7 @@ class _CStatsRows(StatsRows):
     def measure(self, row, change_row, snapshot, weights, grads, outputs):
         # The three kernels in one call (mg_monitor_stats, which runs them side by
         # side on two threads) when both halves take their usual paths in one dtype:
-        # 32.5 -> 21.3 us a call on 2 cores for the digits MLP, 11 us of a step.
+        # for the digits MLP on 2 cores, 32.5 -> 21.3 us a call, back to back.
         pinned = self._pinned
         if (
             pinned is None
