@@ -121,6 +121,10 @@ class AccurateReference(NumpyBackend):
     NumPy's x / 2 * (1 + tanh(u)) cancels for x << 0 (1 + tanh(u) rounds to
     0 at x = -5 in float32), where the kernels, using sigmoid(2u), stay
     accurate; comparing them there would need a tolerance of rtol * |x|.
+    The backward, of the tanh form and of the exact form in float32,
+    multiplies gy by the slope rounded to the element type, as those
+    kernels do, where NumPy forms the product in float64: the two differ
+    where the slope rounds to 0 and gy is infinite (0 * inf is NaN).
     Anything C does not take goes to NumPy's own code.
     """
 
@@ -130,11 +134,17 @@ class AccurateReference(NumpyBackend):
         return gelu_tanh_reference(x).astype(x.dtype)
 
     def gelu_backward(self, gy, x, approximate="none"):
-        if approximate != "tanh" or not _plain(gy, x):
+        if not _plain(gy, x):
+            return super().gelu_backward(gy, x, approximate)
+        if approximate == "tanh":
+            slope = gelu_tanh_grad_reference(x)[0].astype(x.dtype)
+        elif approximate == "none" and x.dtype == np.float32:
+            # NumPy's float64 slope, rounded to float32 (gy = 1 is exact).
+            slope = super().gelu_backward(np.ones_like(x), x, approximate)
+        else:
             return super().gelu_backward(gy, x, approximate)
         # Rounded before the multiply by gy, as in C: a slope that is 0 in
         # the element type times an infinite gy is NaN on both sides.
-        slope = gelu_tanh_grad_reference(x)[0].astype(x.dtype)
         with np.errstate(invalid="ignore"):
             return slope * gy
 
