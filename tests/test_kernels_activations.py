@@ -121,6 +121,10 @@ class AccurateReference(NumpyBackend):
     NumPy's x / 2 * (1 + tanh(u)) cancels for x << 0 (1 + tanh(u) rounds to
     0 at x = -5 in float32), where the kernels, using sigmoid(2u), stay
     accurate; comparing them there would need a tolerance of rtol * |x|.
+    The backward, of the tanh form and of the exact form in float32,
+    multiplies gy by the slope rounded to the element type, as those
+    kernels do, where NumPy forms the product in float64: the two differ
+    where the slope rounds to 0 and gy is infinite (0 * inf is NaN).
     Anything C does not take goes to NumPy's own code.
     """
 
@@ -130,11 +134,17 @@ class AccurateReference(NumpyBackend):
         return gelu_tanh_reference(x).astype(x.dtype)
 
     def gelu_backward(self, gy, x, approximate="none"):
-        if approximate != "tanh" or not _plain(gy, x):
+        if not _plain(gy, x):
+            return super().gelu_backward(gy, x, approximate)
+        if approximate == "tanh":
+            slope = gelu_tanh_grad_reference(x)[0].astype(x.dtype)
+        elif approximate == "none" and x.dtype == np.float32:
+            # NumPy's float64 slope, rounded to float32 (gy = 1 is exact).
+            slope = super().gelu_backward(np.ones_like(x), x, approximate)
+        else:
             return super().gelu_backward(gy, x, approximate)
         # Rounded before the multiply by gy, as in C: a slope that is 0 in
         # the element type times an infinite gy is NaN on both sides.
-        slope = gelu_tanh_grad_reference(x)[0].astype(x.dtype)
         with np.errstate(invalid="ignore"):
             return slope * gy
 
@@ -437,8 +447,10 @@ def gelu_erf_sweep(dtype) -> np.ndarray:
     """x for the exact GELU: a dense grid over [-40, 10], where Phi goes from
     below the subnormals to 1, random points there and random bit patterns
     (any finite value), every binary exponent with three mantissas, both
-    signs, and the special values. Smaller than ``accuracy_sweep``: each
-    point costs an mpmath erfc."""
+    signs, and the special values. For float32, whose kernels work in float
+    on [-15, 15] (the limits beyond), a denser grid there and a denser one
+    still over [-14.6, -9], where the results go subnormal and then to 0.
+    Smaller than ``accuracy_sweep``: each point costs an mpmath erfc."""
     info = np.finfo(dtype)
     rng = np.random.default_rng(1234)
     uint = np.uint32 if np.dtype(dtype) == np.float32 else np.uint64
@@ -452,8 +464,19 @@ def gelu_erf_sweep(dtype) -> np.ndarray:
     # 39: where the kernels clamp x; 37.5: near where float64's gelu turns subnormal.
     special = [0.0, np.inf, info.max, info.tiny, info.smallest_subnormal, 0.7518, 37.5, 39.0]
     special = np.array([*special, np.nextafter(t(39), t(40)), 39.5], dtype=dtype)
+    float_path = []
+    if np.dtype(dtype) == np.float32:
+        # 15: where the float kernels clamp x.
+        limit = np.array([15.0, np.nextafter(t(15), t(16)), 14.36, 14.54], dtype=dtype)
+        float_path = [
+            np.linspace(-15.0, 15.0, 12001).astype(dtype),
+            np.linspace(-14.6, -9.0, 5601).astype(dtype),
+            limit,
+            -limit,
+        ]
     return np.concatenate(
         [
+            *float_path,
             np.linspace(-40.0, 10.0, 20001).astype(dtype),
             rng.uniform(-40.0, 10.0, 8000).astype(dtype),
             bits[np.isfinite(bits)],
