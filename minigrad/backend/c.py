@@ -454,13 +454,7 @@ class _CStatsRows(StatsRows):
         # The three kernels in one call (mg_monitor_stats, which runs them side by
         # side on two threads) when both halves take their usual paths in one dtype:
         # for the digits MLP on 2 cores, 32.5 -> 21.3 us a call, back to back.
-        pinned = self._pinned
-        if (
-            pinned is None
-            or snapshot is not pinned[1]
-            or (weights is not pinned[0] and not _same(weights, pinned[0]))
-        ):
-            pinned = self._pinned = self._pin(snapshot, weights)
+        pinned = self._pinned_for(snapshot, weights)
         lists = None
         if pinned is not None and (
             change_row is None or (type(change_row) is int and 0 <= change_row < self.rows)
@@ -528,13 +522,7 @@ class _CStatsRows(StatsRows):
         return dtype, bufs, lens, last[2], last[3], views
 
     def changes(self, sums_row, change_row, snapshot, arrays, copy):
-        pinned = self._pinned
-        if (
-            pinned is None
-            or snapshot is not pinned[1]
-            or (arrays is not pinned[0] and not _same(arrays, pinned[0]))
-        ):
-            pinned = self._pinned = self._pin(snapshot, arrays)
+        pinned = self._pinned_for(snapshot, arrays)
         rows, n = self.rows, self.n
         if (
             pinned is None
@@ -554,6 +542,18 @@ class _CStatsRows(StatsRows):
         )
         if status:
             raise _kernel_failed(kernel, status)
+
+    def _pinned_for(self, snapshot, arrays) -> tuple | None:
+        """The kept pointers of these weights and snapshot: the last ones while the
+        same arrays come (usually the very same tuple), else pinned anew."""
+        pinned = self._pinned
+        if (
+            pinned is None
+            or snapshot is not pinned[1]
+            or (arrays is not pinned[0] and not _same(arrays, pinned[0]))
+        ):
+            pinned = self._pinned = self._pin(snapshot, arrays)
+        return pinned
 
     def _pin(self, snapshot, arrays) -> tuple | None:
         """What ``changes`` keeps of these weights and snapshot, if they are fine for
