@@ -428,23 +428,12 @@ class _CStatsRows(StatsRows):
         if lists is None:
             return super().record(row, grads, outputs)
         dtype, bufs, lens, units, units_c, views = lists
-        n, m, bins, kernels = self.n, self.m, self._bins, _FUSED[dtype]
+        kernels = _FUSED[dtype]
         kernel = kernels["histogram_stats"]
-        status = kernel(
-            n, self._grad_ptr + n * row, self._hist_ptr + n * bins * row, bins, bufs, lens
-        )
+        status = kernel(*self._histogram_args(row, bufs, lens))
         if not status:
             kernel = kernels["unit_stats_multi"]
-            status = kernel(
-                m,
-                self._act_ptr + m * row,
-                self._dead_ptr + m * row,
-                bufs + n,
-                lens + n,
-                units_c,
-                self._thresholds_ptr,
-                self._centers_ptr,
-            )
+            status = kernel(*self._unit_args(row, bufs, lens, units_c))
         if status:
             raise _kernel_failed(kernel, status)
         del views  # referenced until here, while C read the arrays
@@ -463,23 +452,11 @@ class _CStatsRows(StatsRows):
         if lists is None or lists[0] != pinned[7]:
             return super().measure(row, change_row, snapshot, weights, grads, outputs)
         _, bufs, lens, units, units_c, views = lists
-        n, m, bins = self.n, self.m, self._bins
+        n = self.n
         kernel, weight_bufs, weight_lens, snap = pinned[8], pinned[3], pinned[4], pinned[5]
         status = kernel(
-            n,
-            self._grad_ptr + n * row,
-            self._hist_ptr + n * bins * row,
-            bins,
-            bufs,
-            lens,
-            m,
-            self._act_ptr + m * row,
-            self._dead_ptr + m * row,
-            bufs + n,
-            lens + n,
-            units_c,
-            self._thresholds_ptr,
-            self._centers_ptr,
+            *self._histogram_args(row, bufs, lens),
+            *self._unit_args(row, bufs, lens, units_c),
             n,
             self._weight_ptr + 2 * n * row,
             _NULL if change_row is None else self._change_ptr + 2 * n * change_row,
@@ -492,6 +469,27 @@ class _CStatsRows(StatsRows):
             raise _kernel_failed(kernel, status)
         del views  # referenced until here, while C read the arrays
         return units
+
+    def _histogram_args(self, row, bufs, lens) -> tuple:
+        """histogram_stats's arguments for this row: the gradients, the list's
+        first n entries."""
+        n, bins = self.n, self._bins
+        return n, self._grad_ptr + n * row, self._hist_ptr + n * bins * row, bins, bufs, lens
+
+    def _unit_args(self, row, bufs, lens, units_c) -> tuple:
+        """unit_stats_multi's arguments for this row: the outputs, the list's
+        entries after the n gradients."""
+        n, m = self.n, self.m
+        return (
+            m,
+            self._act_ptr + m * row,
+            self._dead_ptr + m * row,
+            bufs + n,
+            lens + n,
+            units_c,
+            self._thresholds_ptr,
+            self._centers_ptr,
+        )
 
     def _lists(self, row, grads, outputs) -> tuple | None:
         """What ``record`` passes C for this row, gradients and outputs: (dtype,
