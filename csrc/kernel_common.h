@@ -163,17 +163,14 @@ typedef struct {
 /* The calling thread's share [lo, lo + len) of n items: contiguous, in
  * thread order, each starting on a multiple of `align` items (a power of
  * two; 16 floats keep two threads off one cache line). Outside a parallel
- * region, or without OpenMP, the share is everything. Every region calls it
- * first, so a worker reports here when it started. */
-static inline mg_range mg_thread_share(size_t n, size_t align)
+ * region, or without OpenMP, the share is everything. */
+static inline mg_range mg_thread_range(size_t n, size_t align)
 {
     mg_range r = {0, n};
 #ifdef _OPENMP
     size_t nt = (size_t)omp_get_num_threads();
     size_t t = (size_t)omp_get_thread_num();
 
-    if (t > 0)
-        mg_region_worker_started();
     if (nt > 1 && n > 0) {
         size_t chunk = n / nt + (n % nt != 0);
 
@@ -184,5 +181,23 @@ static inline mg_range mg_thread_share(size_t n, size_t align)
 #endif
     return r;
 }
+
+/* mg_thread_range for a region's first share: every region calls it first,
+ * so a worker reports here when it started. A later share in the same
+ * region (after MG_OMP_BARRIER) takes mg_thread_range. */
+static inline mg_range mg_thread_share(size_t n, size_t align)
+{
+#ifdef _OPENMP
+    if (omp_get_thread_num() > 0)
+        mg_region_worker_started();
+#endif
+    return mg_thread_range(n, align);
+}
+
+#ifdef _OPENMP
+#define MG_OMP_BARRIER _Pragma("omp barrier")
+#else
+#define MG_OMP_BARRIER
+#endif
 
 #endif /* MINIGRAD_KERNEL_COMMON_H */

@@ -9,13 +9,15 @@
  *
  * Passes over the data, the fewest the maths allows:
  * - batch norm, training forward: one pass for the mean and variance of
- *   every channel (Welford's update, in double: no cancellation, unlike
- *   E[x^2] - E[x]^2), one to normalize and write y. Both walk whole rows:
- *   taking the channels in narrower blocks, so that a block stays in L2
- *   between the passes, measured slower (every row of a block is a short
- *   run in another page, which the prefetchers do not follow).
- * - batch norm backward: one pass for sum(gy) and sum(gy * xhat), one to
- *   write gx.
+ *   every channel, one to normalize and write y. The statistics come from
+ *   leaves of eight rows, each by the corrected two-pass formula in the
+ *   element type from registers, merged in double by Chan et al.'s update:
+ *   no cancellation (unlike E[x^2] - E[x]^2) and half the arithmetic of
+ *   Welford's update in double on every element. A channel outside the
+ *   range where the element type's squares are sound is redone in double
+ *   (BN_TINY_VAR).
+ * - batch norm backward: one pass for sum(gy) and sum(gy * xhat), by leaves
+ *   likewise, one to write gx.
  * - batch norm eval and layer norm: one pass over memory. Layer norm visits
  *   each row three (forward) or two (backward) times, but a row is in L1.
  *
@@ -24,14 +26,16 @@
  * where it works in the element type, so the results agree with it to the
  * rounding of the statistics themselves (see tests/test_kernels_norm.py).
  *
- * Threads: batch norm splits the channels, layer norm the rows. Every
- * channel's (or row's) sums are formed by one thread in one fixed order, and
- * layer norm's weight and bias gradients, sums over rows, are formed per
- * fixed block of rows and then added block by block: the results are the
- * same bits for any number of threads and on every instruction set.
+ * Threads split the rows: batch norm's per-channel results are formed per
+ * fixed block of rows and merged block by block (see bn_block_rows), layer
+ * norm's rows are independent, and its weight and bias gradients, sums over
+ * rows, are formed per fixed block of rows and added block by block: the
+ * results are the same bits for any number of threads and on every
+ * instruction set.
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernel_common.h"
 
@@ -70,45 +74,143 @@
 DEFINE_ROW_SUMS(float, f32)
 DEFINE_ROW_SUMS(double, f64)
 
+/* Batch norm's slow, sound path, taken channel by channel where the fast
+ * one's result cannot be trusted (see BN_TINY_VAR):
+ * the statistics of column j of x (n rows, leading dimension ld) by
+ * Welford's update in double on every row, and the backward's two sums in
+ * double. Where Welford's mean is NaN, that is inf - inf from an infinite
+ * input, and sum / n is the reference's mean (inf, or NaN for both signs).
+ * Rare, so strided walks are fine. */
+#define DEFINE_COLUMN_FALLBACKS(T, S)                                                    \
+    static void column_stats_##S(size_t n, size_t ld, const T *x, double *mean,         \
+                                 double *m2)                                             \
+    {                                                                                    \
+        double m = 0.0, q = 0.0, sum = 0.0;                                              \
+        for (size_t i = 0; i < n; i++) {                                                 \
+            double v = x[i * ld], delta = v - m;                                         \
+            m += delta / (double)(i + 1);                                                \
+            q += delta * (v - m);                                                        \
+            sum += v;                                                                    \
+        }                                                                                \
+        *mean = m == m ? m : sum / (double)(n > 0 ? n : 1);                              \
+        *m2 = q;                                                                         \
+    }                                                                                    \
+    static void column_grad_sums_##S(size_t n, size_t ld, const T *gy, const T *x, T mu, \
+                                     T is, double *sg, double *sgx)                      \
+    {                                                                                    \
+        double a = 0.0, b = 0.0;                                                         \
+        for (size_t i = 0; i < n; i++) {                                                 \
+            T xhat = (T)(x[i * ld] - mu) * is;                                           \
+            a += gy[i * ld];                                                             \
+            b += (double)gy[i * ld] * (double)xhat;                                      \
+        }                                                                                \
+        *sg = a, *sgx = b;                                                               \
+    }
+
+/* A leaf in T rounds like any two-pass formula in T, a unit or so of T's
+ * last place in m2, except where T's range runs out. A sum or square that
+ * overflows gives inf or NaN. A square below T's smallest normal loses
+ * digits or becomes 0, which matters only when such squares are all there
+ * is: a variance below BN_TINY_VAR. Zero itself is exact (a constant
+ * channel) when the mean is at least BN_TINY_MEAN, for then any deviation
+ * that is not 0 is at least T's epsilon times that, and its square normal.
+ * Every other channel is taken again by the slow path. */
+#define BN_TINY_VAR_f32 0x1p-100
+#define BN_TINY_MEAN_f32 0x1p-38
+#define BN_TINY_VAR_f64 0x1p-1000
+#define BN_TINY_MEAN_f64 0x1p-459
+
+static inline int bn_finite(double v)
+{
+    return v - v == 0.0; /* false for inf and NaN */
+}
+
+DEFINE_COLUMN_FALLBACKS(float, f32)
+DEFINE_COLUMN_FALLBACKS(double, f64)
+
+/* Batch norm's leaves: eight rows of one channel, x[0], x[ld], ..., summed
+ * pairwise in the element type (a constant leaf's mean is then exactly its
+ * value). Inlined into each instruction set's loops, which vectorize them
+ * across channels. */
+#define BN_LEAF ((size_t)8)
+
+#define DEFINE_BN_LEAVES(T, S)                                                           \
+    static inline T pairwise8_##S(T v0, T v1, T v2, T v3, T v4, T v5, T v6, T v7)        \
+    {                                                                                    \
+        return ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7));                        \
+    }                                                                                    \
+    /* The leaf's mean and m2 in double: the two-pass formula around the */              \
+    /* leaf's mean rounded in T, mb, corrected for that rounding with the sum */         \
+    /* of the deviations, sd (Bjorck's corrected two-pass: the mean is mb + */           \
+    /* sd / 8 and m2 is sum(d^2) - sd^2 / 8). Without the correction, the */             \
+    /* rounding of mb correlates with the merge's deviations and costs */                \
+    /* digits when |mean| >> std. */                                                     \
+    static inline double bn_leaf_##S(const T *restrict x, size_t ld, double *mean)       \
+    {                                                                                    \
+        T v0 = x[0], v1 = x[ld], v2 = x[2 * ld], v3 = x[3 * ld];                         \
+        T v4 = x[4 * ld], v5 = x[5 * ld], v6 = x[6 * ld], v7 = x[7 * ld];                \
+        T mb = pairwise8_##S(v0, v1, v2, v3, v4, v5, v6, v7) * (T)0.125;                 \
+        T d0 = v0 - mb, d1 = v1 - mb, d2 = v2 - mb, d3 = v3 - mb;                        \
+        T d4 = v4 - mb, d5 = v5 - mb, d6 = v6 - mb, d7 = v7 - mb;                        \
+        double sd = pairwise8_##S(d0, d1, d2, d3, d4, d5, d6, d7);                       \
+        double m2 = pairwise8_##S(d0 * d0, d1 * d1, d2 * d2, d3 * d3, d4 * d4, d5 * d5,  \
+                                  d6 * d6, d7 * d7);                                     \
+        *mean = (double)mb + sd * 0.125;                                                 \
+        m2 -= sd * sd * 0.125;                                                           \
+        return m2 > 0.0 ? m2 : 0.0;                                                      \
+    }                                                                                    \
+    /* The leaf's sum(gy * xhat) with xhat = (x - mu) * is; sum(gy) into *sum_g. */     \
+    static inline T bn_grad_leaf_##S(const T *restrict g, const T *restrict x, size_t ld, \
+                                     T mu, T is, T *sum_g)                               \
+    {                                                                                    \
+        T g0 = g[0], g1 = g[ld], g2 = g[2 * ld], g3 = g[3 * ld];                         \
+        T g4 = g[4 * ld], g5 = g[5 * ld], g6 = g[6 * ld], g7 = g[7 * ld];                \
+        T p0 = g0 * ((T)(x[0] - mu) * is), p1 = g1 * ((T)(x[ld] - mu) * is);             \
+        T p2 = g2 * ((T)(x[2 * ld] - mu) * is), p3 = g3 * ((T)(x[3 * ld] - mu) * is);    \
+        T p4 = g4 * ((T)(x[4 * ld] - mu) * is), p5 = g5 * ((T)(x[5 * ld] - mu) * is);    \
+        T p6 = g6 * ((T)(x[6 * ld] - mu) * is), p7 = g7 * ((T)(x[7 * ld] - mu) * is);    \
+        *sum_g = pairwise8_##S(g0, g1, g2, g3, g4, g5, g6, g7);                          \
+        return pairwise8_##S(p0, p1, p2, p3, p4, p5, p6, p7);                            \
+    }
+
+DEFINE_BN_LEAVES(float, f32)
+DEFINE_BN_LEAVES(double, f64)
+
 /*
  * The loops. Batch norm's take a block of `width` channels of `rows` rows
  * with leading dimension ld, and per-channel arrays indexed from the
  * block's first channel.
  */
 #define DEFINE_NORM_LOOPS(T, S, ISA, TARGET)                                             \
-    /* Welford down the rows: after row i, m is the mean of rows 0..i and m2 */          \
-    /* the sum of squared deviations from it. The plain sum goes along: */               \
-    /* where an infinity makes Welford's mean inf - inf = NaN, the mean is */            \
-    /* sum / n, inf like the reference's. */                                             \
+    /* Mean and m2 (the sum of squared deviations from it) of `rows` rows: */            \
+    /* leaves of eight rows by the two-pass formula in T, each merged into */            \
+    /* the running double state by Chan et al.'s update; leftover rows by */             \
+    /* Welford's. Half the work of Welford in double on every row, for a */              \
+    /* leaf's rounding in T (see BN_TINY_VAR for when that is not */                     \
+    /* enough). */                                                                       \
     static TARGET void bn_stats_##S##_##ISA(size_t rows, size_t width, size_t ld,        \
                                             const T *restrict x, double *restrict m,     \
-                                            double *restrict m2, double *restrict sum)   \
+                                            double *restrict m2)                         \
     {                                                                                    \
-        for (size_t j = 0; j < width; j++) {                                             \
-            m[j] = 0.0;                                                                  \
-            m2[j] = 0.0;                                                                 \
-            sum[j] = 0.0;                                                                \
-        }                                                                                \
         size_t i = 0;                                                                    \
-        /* Four rows per visit of the accumulators: the same updates in the */           \
-        /* same order, with a quarter of their loads and stores, which bound */          \
-        /* the one-row loop. */                                                          \
-        for (; i + 4 <= rows; i += 4) {                                                  \
-            const T *restrict r0 = x + i * ld, *restrict r1 = r0 + ld;                   \
-            const T *restrict r2 = r1 + ld, *restrict r3 = r2 + ld;                      \
-            double inv0 = 1.0 / (double)(i + 1), inv1 = 1.0 / (double)(i + 2);          \
-            double inv2 = 1.0 / (double)(i + 3), inv3 = 1.0 / (double)(i + 4);          \
+        if (rows >= BN_LEAF) {                                                           \
+            for (size_t j = 0; j < width; j++)                                           \
+                m2[j] = bn_leaf_##S(x + j, ld, m + j);                                   \
+            i = BN_LEAF;                                                                 \
+        } else {                                                                         \
+            for (size_t j = 0; j < width; j++)                                           \
+                m[j] = m2[j] = 0.0;                                                      \
+        }                                                                                \
+        for (; i + BN_LEAF <= rows; i += BN_LEAF) {                                      \
+            /* counts i and BN_LEAF merge into i + BN_LEAF */                            \
+            double w_mean = (double)BN_LEAF / (double)(i + BN_LEAF);                     \
+            double w_m2 = (double)i * w_mean;                                            \
+            const T *restrict r = x + i * ld;                                            \
             for (size_t j = 0; j < width; j++) {                                         \
-                double mj = m[j], m2j = m2[j], sj = sum[j], v, delta;                    \
-                v = r0[j], delta = v - mj, mj += delta * inv0, m2j += delta * (v - mj);  \
-                sj += v;                                                                 \
-                v = r1[j], delta = v - mj, mj += delta * inv1, m2j += delta * (v - mj);  \
-                sj += v;                                                                 \
-                v = r2[j], delta = v - mj, mj += delta * inv2, m2j += delta * (v - mj);  \
-                sj += v;                                                                 \
-                v = r3[j], delta = v - mj, mj += delta * inv3, m2j += delta * (v - mj);  \
-                sj += v;                                                                 \
-                m[j] = mj, m2[j] = m2j, sum[j] = sj;                                     \
+                double mb, m2b = bn_leaf_##S(r + j, ld, &mb);                            \
+                double delta = mb - m[j];                                                \
+                m[j] += delta * w_mean;                                                  \
+                m2[j] += m2b + delta * delta * w_m2;                                     \
             }                                                                            \
         }                                                                                \
         for (; i < rows; i++) {                                                          \
@@ -119,16 +221,35 @@ DEFINE_ROW_SUMS(double, f64)
                 double delta = v - m[j];                                                 \
                 m[j] += delta * inv_count;                                               \
                 m2[j] += delta * (v - m[j]);                                             \
-                sum[j] += v;                                                             \
             }                                                                            \
         }                                                                                \
     }                                                                                    \
-    /* y = (x - mean) * scale (+ bias), each step rounded in T. */                       \
+    /* y = (x - mean) * scale (+ bias), each step rounded in T. Four rows */             \
+    /* per visit of mean, scale and bias: their loads, not x's, bound a */               \
+    /* one-row loop. */                                                                  \
     static TARGET void bn_normalize_##S##_##ISA(                                         \
         size_t rows, size_t width, size_t ld, T *restrict y, const T *restrict x,        \
         const T *restrict mean, const T *restrict scale, const T *restrict bias)         \
     {                                                                                    \
-        for (size_t i = 0; i < rows; i++) {                                              \
+        size_t i = 0;                                                                    \
+        for (; i + 4 <= rows; i += 4) {                                                  \
+            T *restrict y0 = y + i * ld;                                                 \
+            const T *restrict x0 = x + i * ld;                                           \
+            if (bias != NULL) {                                                          \
+                for (size_t j = 0; j < width; j++) {                                     \
+                    T mu = mean[j], s = scale[j], bj = bias[j];                          \
+                    for (size_t q = 0; q < 4; q++)                                       \
+                        y0[q * ld + j] = (T)(x0[q * ld + j] - mu) * s + bj;              \
+                }                                                                        \
+            } else {                                                                     \
+                for (size_t j = 0; j < width; j++) {                                     \
+                    T mu = mean[j], s = scale[j];                                        \
+                    for (size_t q = 0; q < 4; q++)                                       \
+                        y0[q * ld + j] = (T)(x0[q * ld + j] - mu) * s;                   \
+                }                                                                        \
+            }                                                                            \
+        }                                                                                \
+        for (; i < rows; i++) {                                                          \
             T *restrict yr = y + i * ld;                                                 \
             const T *restrict xr = x + i * ld;                                           \
             if (bias != NULL) {                                                          \
@@ -140,29 +261,22 @@ DEFINE_ROW_SUMS(double, f64)
             }                                                                            \
         }                                                                                \
     }                                                                                    \
-    /* sg = sum(gy), sgx = sum(gy * xhat) down the rows, in double. */                   \
+    /* sg = sum(gy), sgx = sum(gy * xhat) down the rows: per leaf of eight */            \
+    /* rows in T, added in double; bn_backward_finish redoes an overflow. */           \
     static TARGET void bn_grad_sums_##S##_##ISA(                                         \
         size_t rows, size_t width, size_t ld, const T *restrict gy, const T *restrict x, \
         const T *restrict mean, const T *restrict invstd, double *restrict sg,           \
         double *restrict sgx)                                                            \
     {                                                                                    \
-        for (size_t j = 0; j < width; j++) {                                             \
-            sg[j] = 0.0;                                                                 \
-            sgx[j] = 0.0;                                                                \
-        }                                                                                \
+        for (size_t j = 0; j < width; j++)                                               \
+            sg[j] = sgx[j] = 0.0;                                                        \
         size_t i = 0;                                                                    \
-        for (; i + 4 <= rows; i += 4) { /* four rows a visit, as in bn_stats */         \
+        for (; i + BN_LEAF <= rows; i += BN_LEAF) {                                      \
             const T *restrict g0 = gy + i * ld, *restrict x0 = x + i * ld;               \
             for (size_t j = 0; j < width; j++) {                                         \
-                double sgj = sg[j], sgxj = sgx[j];                                       \
-                T mu = mean[j], is = invstd[j];                                          \
-                for (size_t q = 0; q < 4; q++) {                                         \
-                    T gq = g0[q * ld + j];                                               \
-                    T xhat = (T)(x0[q * ld + j] - mu) * is;                              \
-                    sgj += gq;                                                           \
-                    sgxj += (double)gq * (double)xhat;                                   \
-                }                                                                        \
-                sg[j] = sgj, sgx[j] = sgxj;                                              \
+                T sgl, sgxl = bn_grad_leaf_##S(g0 + j, x0 + j, ld, mean[j], invstd[j], &sgl); \
+                sg[j] += (double)sgl;                                                    \
+                sgx[j] += (double)sgxl;                                                  \
             }                                                                            \
         }                                                                                \
         for (; i < rows; i++) {                                                          \
@@ -175,13 +289,26 @@ DEFINE_ROW_SUMS(double, f64)
             }                                                                            \
         }                                                                                \
     }                                                                                    \
-    /* gx = (xhat * a + gy - b) * scale with a = -sgx / n, b = sg / n. */                \
+    /* gx = (xhat * a + gy - b) * scale with a = -sgx / n, b = sg / n, four */         \
+    /* rows per visit of the per-channel factors, as in bn_normalize. */                 \
     static TARGET void bn_grad_input_##S##_##ISA(                                        \
         size_t rows, size_t width, size_t ld, T *restrict gx, const T *restrict gy,      \
         const T *restrict x, const T *restrict mean, const T *restrict invstd,           \
         const T *restrict a, const T *restrict b, const T *restrict scale)               \
     {                                                                                    \
-        for (size_t i = 0; i < rows; i++) {                                              \
+        size_t i = 0;                                                                    \
+        for (; i + 4 <= rows; i += 4) {                                                  \
+            T *restrict gx0 = gx + i * ld;                                               \
+            const T *restrict g0 = gy + i * ld, *restrict x0 = x + i * ld;               \
+            for (size_t j = 0; j < width; j++) {                                         \
+                T mu = mean[j], is = invstd[j], aj = a[j], bj = b[j], sj = scale[j];     \
+                for (size_t q = 0; q < 4; q++) {                                         \
+                    T xhat = (T)(x0[q * ld + j] - mu) * is;                              \
+                    gx0[q * ld + j] = (xhat * aj + g0[q * ld + j] - bj) * sj;            \
+                }                                                                        \
+            }                                                                            \
+        }                                                                                \
+        for (; i < rows; i++) {                                                          \
             T *restrict gxr = gx + i * ld;                                               \
             const T *restrict gr = gy + i * ld;                                          \
             const T *restrict xr = x + i * ld;                                           \
@@ -332,48 +459,105 @@ MG_FOR_EACH_ISA(DEFINE_NORM_LOOPS, double, f64)
 DEFINE_LOOP_TABLE(f32)
 DEFINE_LOOP_TABLE(f64)
 
-/* Batch norm splits the channels across threads in multiples of 16 when
- * there are enough elements and at least two such groups. */
-static int bn_use_threads(size_t n, size_t c)
+/* Batch norm forms its per-channel statistics and sums per block of rows,
+ * the unit of work of a thread, and merges the blocks' results in block
+ * order: the blocks depend on n alone, so the bits do not depend on the
+ * thread count. Threads then split the channels for the merge and the rows
+ * for the writing pass. (Splitting the channels for the passes over the data
+ * measured slower than one thread at 128x512: both cores then touch every
+ * row, and each one's half of it is a short run the prefetchers serve
+ * badly.) At most BN_MAX_BLOCKS blocks keep the scratch space small. */
+#define BN_MIN_BLOCK_ROWS ((size_t)32)
+#define BN_MAX_BLOCKS ((size_t)16)
+
+static size_t bn_block_rows(size_t n)
 {
-    return c >= 32 && mg_use_threads(n * c);
+    size_t rows = (n + BN_MAX_BLOCKS - 1) / BN_MAX_BLOCKS;
+    if (rows < BN_MIN_BLOCK_ROWS)
+        rows = BN_MIN_BLOCK_ROWS;
+    return (rows + 7) & ~(size_t)7; /* whole visits of bn_stats' eight rows */
+}
+
+/* Rows [lo, lo + len) of block k of n rows in blocks of `rows`. */
+static mg_range bn_block(size_t n, size_t rows, size_t k)
+{
+    mg_range r = {k * rows, n - k * rows < rows ? n - k * rows : rows};
+    return r;
+}
+
+static int bn_use_threads(size_t n, size_t c, size_t blocks)
+{
+    return blocks >= 2 && mg_use_threads(n * c);
 }
 
 /*
- * The public kernels. Scratch space (per-channel sums and factors) comes
- * from malloc: a few doubles per channel, nothing kept between calls.
+ * The public kernels. Scratch space (per-block sums, per-channel factors)
+ * comes from malloc: a few doubles per channel and block, nothing kept
+ * between calls.
  */
 #define DEFINE_NORM_KERNELS(T, S)                                                        \
-    /* Channels [c0, c1): statistics, running stats, y. */                               \
-    static void bn_train_channels_##S(const norm_loops_##S *L, size_t n, size_t c,       \
-                                      size_t c0, size_t c1, T *y, T *mean, T *invstd,    \
-                                      const T *x, const T *weight, const T *bias,        \
-                                      double eps, T *running_mean, T *running_var,       \
-                                      double momentum, double *m, double *m2, double *sum, \
-                                      T *scale)                                          \
+    /* Channels [c0, c1): merge the blocks' Welford states into block 0's */             \
+    /* (Chan et al.'s update for two sets of counts na and nb: the mean */               \
+    /* moves by delta * nb / n, m2 gains m2b + delta^2 * na * nb / n), then */           \
+    /* mean, invstd, the scale y needs and the running statistics. Loops */              \
+    /* over channels innermost, without branches, so that they vectorize. */             \
+    static void bn_train_finish_##S(size_t n, size_t c, size_t c0, size_t c1,           \
+                                    size_t rows, size_t blocks, double *part, T *mean,   \
+                                    T *invstd, T *scale, const T *x, const T *weight,    \
+                                    double eps, T *running_mean, T *running_var,         \
+                                    double momentum)                                     \
     {                                                                                    \
         double count = n > 0 ? (double)n : 1.0;                                          \
         double unbias = (double)n / (double)(n > 1 ? n - 1 : 1);                         \
-        size_t j0 = c0, width = c1 - c0;                                                 \
-        L->bn_stats(n, width, c, x + j0, m + j0, m2 + j0, sum + j0);                     \
-        for (size_t j = j0; j < j0 + width; j++) {                                       \
-            double var = m2[j] / count;                                                  \
-            double is = 1.0 / sqrt(var + eps);                                           \
-            double mu = m[j] == m[j] ? m[j] : sum[j] / count;                            \
-            mean[j] = (T)mu;                                                             \
+        double *restrict mu = part, *restrict m2 = part + c;                             \
+        double na = blocks > 0 ? (double)bn_block(n, rows, 0).len : 0.0;                 \
+        for (size_t k = 1; k < blocks; k++) {                                            \
+            double nb = (double)bn_block(n, rows, k).len, total = na + nb;               \
+            double w_mean = nb / total, w_m2 = na * nb / total;                          \
+            const double *restrict mb = part + 2 * k * c, *restrict m2b = mb + c;        \
+            for (size_t j = c0; j < c1; j++) {                                           \
+                double delta = mb[j] - mu[j];                                            \
+                mu[j] += delta * w_mean;                                                 \
+                m2[j] += m2b[j] + delta * delta * w_m2;                                  \
+            }                                                                            \
+            na = total;                                                                  \
+        }                                                                                \
+        for (size_t j = c0; j < c1; j++) {                                               \
+            int sound = bn_finite(mu[j]) && bn_finite(m2[j]) &&                          \
+                        (m2[j] >= BN_TINY_VAR_##S * count ||                             \
+                         (m2[j] == 0.0 && fabs(mu[j]) >= BN_TINY_MEAN_##S));             \
+            if (!sound)                                                                  \
+                column_stats_##S(n, c, x + j, mu + j, m2 + j);                           \
+        }                                                                                \
+        for (size_t j = c0; j < c1; j++) {                                               \
+            double is = 1.0 / sqrt(m2[j] / count + eps);                                 \
+            mean[j] = (T)mu[j];                                                          \
             invstd[j] = (T)is;                                                           \
             scale[j] = (T)(weight != NULL ? is * (double)weight[j] : is);                \
-            if (n == 0)                                                                  \
-                continue;                                                                \
-            if (running_mean != NULL)                                                    \
-                running_mean[j] =                                                        \
-                    (T)((1.0 - momentum) * (double)running_mean[j] + momentum * mu);     \
-            if (running_var != NULL)                                                     \
-                running_var[j] = (T)((1.0 - momentum) * (double)running_var[j] +         \
-                                     momentum * (var * unbias));                         \
         }                                                                                \
-        L->bn_normalize(n, width, c, y + j0, x + j0, mean + j0, scale + j0,              \
-                        bias != NULL ? bias + j0 : NULL);                                \
+        if (n == 0)                                                                      \
+            return;                                                                      \
+        if (running_mean != NULL) {                                                      \
+            for (size_t j = c0; j < c1; j++)                                             \
+                running_mean[j] =                                                        \
+                    (T)((1.0 - momentum) * (double)running_mean[j] + momentum * mu[j]);  \
+        }                                                                                \
+        if (running_var != NULL) {                                                       \
+            for (size_t j = c0; j < c1; j++)                                             \
+                running_var[j] = (T)((1.0 - momentum) * (double)running_var[j] +         \
+                                     momentum * (m2[j] / count * unbias));               \
+        }                                                                                \
+    }                                                                                    \
+    /* Blocks [k0, k1) of the forward's statistics pass. */                             \
+    static void bn_train_blocks_##S(const norm_loops_##S *L, size_t n, size_t c,         \
+                                    size_t rows, size_t k0, size_t k1, const T *x,       \
+                                    double *part)                                        \
+    {                                                                                    \
+        for (size_t k = k0; k < k1; k++) {                                               \
+            mg_range b = bn_block(n, rows, k);                                           \
+            L->bn_stats(b.len, c, c, x + b.lo * c, part + 2 * k * c,                     \
+                        part + (2 * k + 1) * c);                                         \
+        }                                                                                \
     }                                                                                    \
     int mg_batch_norm_forward_train_##S(size_t n, size_t c, T *y, T *mean, T *invstd,    \
                                         const T *x, const T *weight, const T *bias,      \
@@ -381,27 +565,37 @@ static int bn_use_threads(size_t n, size_t c)
                                         double momentum)                                 \
     {                                                                                    \
         const norm_loops_##S *L = norm_loops_for_cpu_##S();                              \
-        double *m = malloc(c * (3 * sizeof(double) + sizeof(T)) + 1);                    \
-        double *m2, *sum;                                                                \
+        size_t rows = bn_block_rows(n), blocks = (n + rows - 1) / rows;                  \
+        size_t slots = blocks > 0 ? blocks : 1; /* n == 0: block 0 all zeros */          \
+        double *part = malloc(2 * slots * c * sizeof(double) + c * sizeof(T) + 1);      \
         T *scale;                                                                        \
-        if (m == NULL)                                                                   \
+        if (part == NULL)                                                                \
             return MG_ERR_NOMEM;                                                         \
-        m2 = m + c;                                                                      \
-        sum = m2 + c;                                                                    \
-        scale = (T *)(sum + c);                                                          \
-        if (!bn_use_threads(n, c)) {                                                     \
-            bn_train_channels_##S(L, n, c, 0, c, y, mean, invstd, x, weight, bias, eps,  \
-                                  running_mean, running_var, momentum, m, m2, sum, scale); \
+        if (blocks == 0)                                                                 \
+            memset(part, 0, 2 * c * sizeof(double));                                     \
+        scale = (T *)(part + 2 * slots * c);                                             \
+        if (!bn_use_threads(n, c, blocks)) {                                             \
+            bn_train_blocks_##S(L, n, c, rows, 0, blocks, x, part);                      \
+            bn_train_finish_##S(n, c, 0, c, rows, blocks, part, mean, invstd, scale, x,  \
+                                weight, eps, running_mean, running_var, momentum);       \
+            L->bn_normalize(n, c, c, y, x, mean, scale, bias);                           \
         } else {                                                                         \
             MG_OMP_PARALLEL                                                              \
             {                                                                            \
-                mg_range r = mg_thread_share(c, 16);                                     \
-                bn_train_channels_##S(L, n, c, r.lo, r.lo + r.len, y, mean, invstd, x,   \
-                                      weight, bias, eps, running_mean, running_var,      \
-                                      momentum, m, m2, sum, scale);                      \
+                mg_range r = mg_thread_share(blocks, 1);                                 \
+                bn_train_blocks_##S(L, n, c, rows, r.lo, r.lo + r.len, x, part);         \
+                MG_OMP_BARRIER                                                           \
+                r = mg_thread_range(c, 16);                                              \
+                bn_train_finish_##S(n, c, r.lo, r.lo + r.len, rows, blocks, part, mean,  \
+                                    invstd, scale, x, weight, eps, running_mean,         \
+                                    running_var, momentum);                              \
+                MG_OMP_BARRIER                                                           \
+                r = mg_thread_range(n, 1);                                               \
+                L->bn_normalize(r.len, c, c, y + r.lo * c, x + r.lo * c, mean, scale,    \
+                                bias);                                                   \
             }                                                                            \
         }                                                                                \
-        free(m);                                                                         \
+        free(part);                                                                      \
         return MG_OK;                                                                    \
     }                                                                                    \
     int mg_batch_norm_forward_eval_##S(size_t n, size_t c, T *y, const T *x,             \
@@ -429,57 +623,95 @@ static int bn_use_threads(size_t n, size_t c)
         free(scale);                                                                     \
         return MG_OK;                                                                    \
     }                                                                                    \
-    /* Channels [c0, c1) of the backward. */                                             \
-    static void bn_backward_channels_##S(const norm_loops_##S *L, size_t n, size_t c,    \
-                                         size_t c0, size_t c1, T *gx, T *gweight,        \
-                                         T *gbias, const T *gy, const T *x,              \
-                                         const T *mean, const T *invstd,                 \
-                                         const T *weight, double *sg, double *sgx, T *a, \
-                                         T *b, T *scale)                                 \
+    /* Blocks [k0, k1) of the backward's sums pass. */                                  \
+    static void bn_backward_blocks_##S(const norm_loops_##S *L, size_t n, size_t c,      \
+                                       size_t rows, size_t k0, size_t k1, const T *gy,   \
+                                       const T *x, const T *mean, const T *invstd,       \
+                                       double *part)                                     \
+    {                                                                                    \
+        for (size_t k = k0; k < k1; k++) {                                               \
+            mg_range b = bn_block(n, rows, k);                                           \
+            L->bn_grad_sums(b.len, c, c, gy + b.lo * c, x + b.lo * c, mean, invstd,      \
+                            part + 2 * k * c, part + (2 * k + 1) * c);                   \
+        }                                                                                \
+    }                                                                                    \
+    /* Channels [c0, c1): the blocks' sums added in block order into block */           \
+    /* 0's, then the factors gx needs and the weight and bias gradients. */              \
+    static void bn_backward_finish_##S(size_t n, size_t c, size_t c0, size_t c1,        \
+                                       size_t blocks, double *part, T *gweight,          \
+                                       T *gbias, const T *gy, const T *x, const T *mean, \
+                                       const T *invstd, const T *weight, T *a, T *b,     \
+                                       T *scale)                                         \
     {                                                                                    \
         double count = n > 0 ? (double)n : 1.0;                                          \
-        size_t j0 = c0, width = c1 - c0;                                                 \
-        L->bn_grad_sums(n, width, c, gy + j0, x + j0, mean + j0, invstd + j0,            \
-                        sg + j0, sgx + j0);                                              \
-        for (size_t j = j0; j < j0 + width; j++) {                                       \
+        double *restrict sg = part, *restrict sgx = part + c;                            \
+        for (size_t k = 1; k < blocks; k++) {                                            \
+            const double *restrict sgk = part + 2 * k * c, *restrict sgxk = sgk + c;     \
+            for (size_t j = c0; j < c1; j++) {                                           \
+                sg[j] += sgk[j];                                                         \
+                sgx[j] += sgxk[j];                                                       \
+            }                                                                            \
+        }                                                                                \
+        /* a leaf's products or sums in T overflowed, or the data hold inf or */         \
+        /* NaN: the channel again in double, the reference's way */                      \
+        for (size_t j = c0; j < c1; j++) {                                               \
+            if (!(bn_finite(sg[j]) && bn_finite(sgx[j])))                                \
+                column_grad_sums_##S(n, c, gy + j, x + j, mean[j], invstd[j], sg + j,    \
+                                     sgx + j);                                           \
+        }                                                                                \
+        for (size_t j = c0; j < c1; j++) {                                               \
             a[j] = (T)(sgx[j] / -count);                                                 \
             b[j] = (T)(sg[j] / count);                                                   \
-            scale[j] = weight != NULL ? (T)(invstd[j] * weight[j]) : invstd[j];          \
-            if (weight != NULL) {                                                        \
+        }                                                                                \
+        if (weight != NULL) {                                                            \
+            for (size_t j = c0; j < c1; j++) {                                           \
+                scale[j] = (T)(invstd[j] * weight[j]);                                   \
                 gweight[j] = (T)sgx[j];                                                  \
                 gbias[j] = (T)sg[j];                                                     \
             }                                                                            \
+        } else {                                                                         \
+            for (size_t j = c0; j < c1; j++)                                             \
+                scale[j] = invstd[j];                                                    \
         }                                                                                \
-        L->bn_grad_input(n, width, c, gx + j0, gy + j0, x + j0, mean + j0,               \
-                         invstd + j0, a + j0, b + j0, scale + j0);                       \
     }                                                                                    \
     int mg_batch_norm_backward_##S(size_t n, size_t c, T *gx, T *gweight, T *gbias,      \
                                    const T *gy, const T *x, const T *mean,               \
                                    const T *invstd, const T *weight)                     \
     {                                                                                    \
         const norm_loops_##S *L = norm_loops_for_cpu_##S();                              \
-        double *sg = malloc(c * (2 * sizeof(double) + 3 * sizeof(T)) + 1);               \
-        double *sgx;                                                                     \
+        size_t rows = bn_block_rows(n), blocks = (n + rows - 1) / rows;                  \
+        size_t slots = blocks > 0 ? blocks : 1; /* n == 0: block 0 all zeros */          \
+        double *part = malloc(2 * slots * c * sizeof(double) + 3 * c * sizeof(T) + 1);  \
         T *a, *b, *scale;                                                                \
-        if (sg == NULL)                                                                  \
+        if (part == NULL)                                                                \
             return MG_ERR_NOMEM;                                                         \
-        sgx = sg + c;                                                                    \
-        a = (T *)(sgx + c);                                                              \
+        if (blocks == 0)                                                                 \
+            memset(part, 0, 2 * c * sizeof(double));                                     \
+        a = (T *)(part + 2 * slots * c);                                                 \
         b = a + c;                                                                       \
         scale = b + c;                                                                   \
-        if (!bn_use_threads(n, c)) {                                                     \
-            bn_backward_channels_##S(L, n, c, 0, c, gx, gweight, gbias, gy, x, mean,     \
-                                     invstd, weight, sg, sgx, a, b, scale);              \
+        if (!bn_use_threads(n, c, blocks)) {                                             \
+            bn_backward_blocks_##S(L, n, c, rows, 0, blocks, gy, x, mean, invstd, part); \
+            bn_backward_finish_##S(n, c, 0, c, blocks, part, gweight, gbias, gy, x, mean, \
+                                   invstd, weight, a, b, scale);                         \
+            L->bn_grad_input(n, c, c, gx, gy, x, mean, invstd, a, b, scale);             \
         } else {                                                                         \
             MG_OMP_PARALLEL                                                              \
             {                                                                            \
-                mg_range r = mg_thread_share(c, 16);                                     \
-                bn_backward_channels_##S(L, n, c, r.lo, r.lo + r.len, gx, gweight,       \
-                                         gbias, gy, x, mean, invstd, weight, sg, sgx, a, \
-                                         b, scale);                                      \
+                mg_range r = mg_thread_share(blocks, 1);                                 \
+                bn_backward_blocks_##S(L, n, c, rows, r.lo, r.lo + r.len, gy, x, mean,   \
+                                       invstd, part);                                    \
+                MG_OMP_BARRIER                                                           \
+                r = mg_thread_range(c, 16);                                              \
+                bn_backward_finish_##S(n, c, r.lo, r.lo + r.len, blocks, part, gweight,  \
+                                       gbias, gy, x, mean, invstd, weight, a, b, scale); \
+                MG_OMP_BARRIER                                                           \
+                r = mg_thread_range(n, 1);                                               \
+                L->bn_grad_input(r.len, c, c, gx + r.lo * c, gy + r.lo * c, x + r.lo * c, \
+                                 mean, invstd, a, b, scale);                             \
             }                                                                            \
         }                                                                                \
-        free(sg);                                                                        \
+        free(part);                                                                      \
         return MG_OK;                                                                    \
     }                                                                                    \
     int mg_layer_norm_forward_##S(size_t r, size_t d, T *y, T *mean, T *invstd,          \

@@ -4,15 +4,17 @@ Tolerances, ``|c - ref| <= rtol * (|ref| + scale)`` (see kernel_checks.close)
 with rtol 2e-6 for float32 and 1e-11 for float64 and scale the largest
 |ref| of that output:
 
-- The statistics differ only in summation order and method (C: Welford
-  down the rows for batch norm, 16-lane sums along a row for layer norm; the
-  reference: NumPy's pairwise sums and a two-pass variance), both in double,
-  so mean and invstd agree to about an ulp of the element type; y inherits
-  that ulp. Measured: float32 within 1.2e-7 relative, float64 within 4e-15
-  relative at 1024x1024 (the running variance within 4e-12 of the scale).
+- The statistics differ in summation order and method (C: batch norm by
+  leaves of eight rows in the element type, corrected two-pass, merged in
+  double; layer norm by 16-lane sums along a row in double; the reference:
+  NumPy's pairwise sums and a two-pass variance in double), so mean and
+  invstd agree to an ulp or two of the element type; y inherits that.
+  Measured at 1024x1024: float32 invstd within 2 ulp, y within 8e-8 of the
+  scale, also with mean 1e4 and std 1; float64 within 8e-14 relative.
 - The backward takes mean and invstd as inputs and does the reference's
-  arithmetic step for step; only the float64 sums are in another order.
-  Measured: float32 equal, float64 within 2e-13 relative.
+  arithmetic step for step; its sums differ in order and, for batch norm,
+  in the leaves' products and sums in the element type. Measured: float32
+  within 6e-8 of the scale, float64 within 2e-15.
 
 Every instruction-set path and any thread count give the very same bits,
 which the forced-ISA and thread tests check exactly.
@@ -181,6 +183,41 @@ def test_huge_and_tiny_magnitudes(dtype, magnitude):
         C.layer_norm_forward(x, w, b, EPS), REF.layer_norm_forward(x, w, b, EPS), strict=True
     ):
         close(g, r, rtol, what=f"ln magnitude {magnitude}")
+
+
+def test_batch_norm_leaves_out_of_float_range_take_the_double_path():
+    """Batch norm sums leaves of eight rows in the element type; channels where
+    that overflows (squares above ~1.8e19, sums above ~4e37) or underflows (a
+    variance of 1e-50, which float32 squares flush to 0) are redone in double,
+    and agree with the reference, which works in float64 throughout. eps = 0
+    so that the tiny variance is what invstd shows."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((100, 7)).astype(np.float32)
+    x[:, 0] *= np.float32(1e20)  # squares overflow
+    x[:, 1] = np.float32(1e38) + x[:, 1] * np.float32(1e36)  # sums overflow
+    x[:, 2] *= np.float32(1e-25)  # squares underflow: variance 1e-50
+    x[:, 3] = np.float32(1e-25)  # a tiny constant channel
+    x[:, 4] = 0.0  # a dead unit
+    x[:, 5] = np.float32(-7.25)  # constant, taken on the fast path
+    w, b = _params(rng, 7, np.float32, True)
+    for eps in (0.0, EPS):
+        y, mean, invstd = C.batch_norm_forward_train(x, w, b, eps)
+        y_ref, mean_ref, invstd_ref = REF.batch_norm_forward_train(x, w, b, eps)
+        varying = [0, 1, 2, 6]
+        close(mean, mean_ref, 2e-6, what=f"mean, eps {eps}")
+        close(invstd[varying], invstd_ref[varying], 2e-6, what=f"invstd, eps {eps}")
+        close(y[:, varying], y_ref[:, varying], 2e-6, what=f"y, eps {eps}")
+        if eps == 0.0:
+            assert invstd[2] > 1e24  # 1 / sqrt(1e-50), not 1 / sqrt(0)
+            assert np.all(np.isinf(invstd[3:6]))  # variance exactly 0
+    # The backward's products overflow float32 for gy of 1e38 in channel 0.
+    gy = rng.standard_normal((100, 7)).astype(np.float32)
+    gy[:, 0] *= np.float32(1e38)
+    mean, invstd = mean_ref, invstd_ref
+    got = C.batch_norm_backward(gy, x, mean, invstd, w)
+    want = REF.batch_norm_backward(gy, x, mean, invstd, w)
+    for name, g, r in zip(("gx", "gweight", "gbias"), got, want, strict=True):
+        close(g[..., [0, 1, 2, 6]], r[..., [0, 1, 2, 6]], 2e-6, what=f"backward {name}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
