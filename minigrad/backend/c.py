@@ -285,6 +285,25 @@ def _check_vectors(op: str, length: int, **arrays) -> None:
             raise ValueError(f"{op}: {name} must have shape ({length},), got {_shape(a)}")
 
 
+def _vector_ptrs(op: str, ctype, length: int, *named) -> list:
+    """C pointers for C to read (NULL for None) to (name, array) pairs that are
+    None or arrays of shape (length,) of ctype's dtype, copied only if strided.
+    A cffi pointer from ``from_buffer`` keeps its array alive."""
+    shape = (length,)
+    ptrs = []
+    for name, a in named:
+        if a is None:
+            ptrs.append(_NULL)
+            continue
+        if a.shape != shape:
+            raise ValueError(f"{op}: {name} must have shape ({length},), got {a.shape}")
+        flags = a.flags
+        if not (flags.c_contiguous and flags.aligned):
+            a = np.array(a, order="C")
+        ptrs.append(_from_buffer(ctype, a))
+    return ptrs
+
+
 def _ptr(ctype, a):
     """A pointer to a C-layout array for C to read, or NULL for None."""
     return ffi.NULL if a is None else ffi.from_buffer(ctype, a)
@@ -846,34 +865,32 @@ class CBackend(NumpyBackend):
                 x, weight, bias, eps, running_mean, running_var, momentum
             )
         n, c = x.shape
-        _check_vectors(
-            op, c, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var
-        )
+        ctype = _CTYPES[dtype]
+        w, b = _vector_ptrs(op, ctype, c, ("weight", weight), ("bias", bias))
+        _check_vectors(op, c, running_mean=running_mean, running_var=running_var)
         rm, rm_back = _writable_target(op, "running_mean", running_mean)
         rv, rv_back = _writable_target(op, "running_var", running_var)
-        ctype = _CTYPES[dtype]
         x = _c_layout(x)
-        weight = None if weight is None else _c_layout(weight)
-        bias = None if bias is None else _c_layout(bias)
         y = pool.empty((n, c), dtype)
         mean = np.empty(c, dtype)
         invstd = np.empty(c, dtype)
-        kernel = _FUSED[dtype]["batch_norm_forward_train"]
+        kernel = _FUSED[dtype][op]
         status = kernel(
             n,
             c,
-            ffi.from_buffer(ctype, y),
-            ffi.from_buffer(ctype, mean),
-            ffi.from_buffer(ctype, invstd),
-            ffi.from_buffer(ctype, x),
-            _ptr(ctype, weight),
-            _ptr(ctype, bias),
+            _from_buffer(ctype, y),
+            _from_buffer(ctype, mean),
+            _from_buffer(ctype, invstd),
+            _from_buffer(ctype, x),
+            w,
+            b,
             float(eps),
             _ptr(ctype, rm),
             _ptr(ctype, rv),
             float(momentum),
         )
-        _check_status(kernel, status)
+        if status != 0:
+            raise _kernel_failed(kernel, status)
         if rm_back is not None:
             rm_back[...] = rm
         if rv_back is not None:
@@ -912,11 +929,10 @@ class CBackend(NumpyBackend):
     def _norm_backward(self, op, gy, x, mean, invstd, weight, stats_len, params_len):
         """The shared body of batch_norm_backward and layer_norm_backward."""
         dtype = x.dtype
-        _check_vectors(op, stats_len, mean=mean, invstd=invstd)
-        _check_vectors(op, params_len, weight=weight)
         ctype = _CTYPES[dtype]
-        gy, x, mean, invstd = _c_layout(gy), _c_layout(x), _c_layout(mean), _c_layout(invstd)
-        weight = None if weight is None else _c_layout(weight)
+        m, s = _vector_ptrs(op, ctype, stats_len, ("mean", mean), ("invstd", invstd))
+        (w,) = _vector_ptrs(op, ctype, params_len, ("weight", weight))
+        gy, x = _c_layout(gy), _c_layout(x)
         gx = pool.empty(x.shape, dtype)
         gweight = gbias = None
         if weight is not None:
@@ -926,16 +942,17 @@ class CBackend(NumpyBackend):
         status = kernel(
             x.shape[0],
             x.shape[1],
-            ffi.from_buffer(ctype, gx),
+            _from_buffer(ctype, gx),
             _ptr(ctype, gweight),
             _ptr(ctype, gbias),
-            ffi.from_buffer(ctype, gy),
-            ffi.from_buffer(ctype, x),
-            ffi.from_buffer(ctype, mean),
-            ffi.from_buffer(ctype, invstd),
-            _ptr(ctype, weight),
+            _from_buffer(ctype, gy),
+            _from_buffer(ctype, x),
+            m,
+            s,
+            w,
         )
-        _check_status(kernel, status)
+        if status != 0:
+            raise _kernel_failed(kernel, status)
         return gx, gweight, gbias
 
     def batch_norm_backward(self, gy, x, mean, invstd, weight):
@@ -952,11 +969,9 @@ class CBackend(NumpyBackend):
         if dtype is None:
             return super().layer_norm_forward(x, weight, bias, eps)
         r, d = x.shape
-        _check_vectors(op, d, weight=weight, bias=bias)
         ctype = _CTYPES[dtype]
+        w, b = _vector_ptrs(op, ctype, d, ("weight", weight), ("bias", bias))
         x = _c_layout(x)
-        weight = None if weight is None else _c_layout(weight)
-        bias = None if bias is None else _c_layout(bias)
         y = pool.empty((r, d), dtype)
         mean = np.empty(r, dtype)
         invstd = np.empty(r, dtype)
@@ -964,15 +979,16 @@ class CBackend(NumpyBackend):
         status = kernel(
             r,
             d,
-            ffi.from_buffer(ctype, y),
-            ffi.from_buffer(ctype, mean),
-            ffi.from_buffer(ctype, invstd),
-            ffi.from_buffer(ctype, x),
-            _ptr(ctype, weight),
-            _ptr(ctype, bias),
+            _from_buffer(ctype, y),
+            _from_buffer(ctype, mean),
+            _from_buffer(ctype, invstd),
+            _from_buffer(ctype, x),
+            w,
+            b,
             float(eps),
         )
-        _check_status(kernel, status)
+        if status != 0:
+            raise _kernel_failed(kernel, status)
         return y, mean, invstd
 
     def layer_norm_backward(self, gy, x, mean, invstd, weight):

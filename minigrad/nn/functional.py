@@ -199,7 +199,10 @@ def batch_norm(
     for name, t in (("running_mean", running[0]), ("running_var", running[1])):
         if t is not None and t._requires_grad:
             raise ValueError(f"{fn}: {name} must not require grad; it is a buffer, not a weight")
-    out = ops.BatchNorm.apply(x, w, b, *running, bool(training), momentum, eps)
+    # The options go by keyword: apply then walks only the five array arguments.
+    out = ops.BatchNorm.apply(
+        x, w, b, *running, training=bool(training), momentum=momentum, eps=eps
+    )
     if training:
         for t in running:
             if t is not None:
@@ -241,8 +244,8 @@ def layer_norm(
         x,
         _optional_tensor(fn, "weight", weight),
         _optional_tensor(fn, "bias", bias),
-        len(shape),
-        eps,
+        normalized_ndim=len(shape),
+        eps=eps,
     )
 
 
