@@ -19,7 +19,10 @@
  * - batch norm backward: one pass for sum(gy) and sum(gy * xhat), by leaves
  *   likewise, one to write gx.
  * - batch norm eval and layer norm: one pass over memory. Layer norm visits
- *   each row three (forward) or two (backward) times, but a row is in L1.
+ *   each row three times, forward and backward, but a row is in L1.
+ *   Its backward's sums, along each row and down the columns for the weight
+ *   and bias gradients, are by leaves of eight as well; a block of rows
+ *   whose sums overflow the element type is redone in double.
  *
  * The arithmetic after the statistics follows the NumPy reference
  * (minigrad/backend/numpy.py) operation for operation, in the element type
@@ -171,6 +174,36 @@ DEFINE_COLUMN_FALLBACKS(double, f64)
         T p6 = g6 * ((T)(x[6 * ld] - mu) * is), p7 = g7 * ((T)(x[7 * ld] - mu) * is);    \
         *sum_g = pairwise8_##S(g0, g1, g2, g3, g4, g5, g6, g7);                          \
         return pairwise8_##S(p0, p1, p2, p3, p4, p5, p6, p7);                            \
+    }                                                                                    \
+    /* Layer norm's leaf along a row: eight elements `step` apart, with */               \
+    /* g = gy * w (w_on) or gy, returns sum(g * xhat) and puts sum(g) in */              \
+    /* *sum_g. w_on is a constant where this is inlined, so each loop that */            \
+    /* calls it has no branch left. */                                                   \
+    static inline T ln_row_leaf_##S(const T *restrict gy, const T *restrict x,           \
+                                    const T *restrict w, int w_on, size_t step, T mu,    \
+                                    T is, T *sum_g)                                      \
+    {                                                                                    \
+        T g[8], p[8];                                                                    \
+        for (size_t q = 0; q < 8; q++) {                                                 \
+            g[q] = w_on ? gy[q * step] * w[q * step] : gy[q * step];                     \
+            p[q] = g[q] * ((T)(x[q * step] - mu) * is);                                  \
+        }                                                                                \
+        *sum_g = pairwise8_##S(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);          \
+        return pairwise8_##S(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);            \
+    }                                                                                    \
+    /* Layer norm's leaf down a column: eight rows ld apart, each with its */            \
+    /* own mean and invstd; returns sum(gy * xhat), sum(gy) into *sum_g. */              \
+    static inline T ln_column_leaf_##S(const T *restrict gy, const T *restrict x,        \
+                                       size_t ld, const T *restrict mu,                  \
+                                       const T *restrict is, T *sum_g)                   \
+    {                                                                                    \
+        T g[8], p[8];                                                                    \
+        for (size_t q = 0; q < 8; q++) {                                                 \
+            g[q] = gy[q * ld];                                                           \
+            p[q] = g[q] * ((T)(x[q * ld] - mu[q]) * is[q]);                              \
+        }                                                                                \
+        *sum_g = pairwise8_##S(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);          \
+        return pairwise8_##S(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);            \
     }
 
 DEFINE_BN_LEAVES(float, f32)
@@ -348,6 +381,100 @@ DEFINE_BN_LEAVES(double, f64)
             }                                                                            \
         }                                                                                \
     }                                                                                    \
+    /* Layer norm backward on `rows` (at most LN_ROW_BLOCK) rows of d by */              \
+    /* leaves in T, summed in double: each row's sum(g) and sum(g * xhat) */             \
+    /* by leaves of eight elements MG_LANES apart, the weight's and bias's */            \
+    /* column sums by leaves of eight rows, then gx row by row. Returns 0, */            \
+    /* having written nothing but scratch, where a sum came out inf or NaN */            \
+    /* (a leaf overflowed T, or the data hold inf or NaN): the caller then */            \
+    /* takes the block by ln_backward, in double throughout. */                          \
+    static TARGET int ln_backward_leaves_##S##_##ISA(                                    \
+        size_t rows, size_t d, T *restrict gx, double *restrict gw_part,                 \
+        double *restrict gb_part, const T *restrict gy, const T *restrict x,             \
+        const T *restrict mean, const T *restrict invstd, const T *restrict w)           \
+    {                                                                                    \
+        double count = d > 0 ? (double)d : 1.0, check = 0.0;                             \
+        T mean_g[LN_ROW_BLOCK], neg_mean_gx[LN_ROW_BLOCK];                               \
+        size_t chunk = BN_LEAF * MG_LANES;                                               \
+        for (size_t i = 0; i < rows; i++) {                                              \
+            const T *restrict gr = gy + i * d, *restrict xr = x + i * d;                 \
+            T mu = mean[i], is = invstd[i];                                              \
+            double acc_g[MG_LANES] = {0}, acc_gx[MG_LANES] = {0};                        \
+            size_t j = 0;                                                                \
+            if (w != NULL) {                                                             \
+                for (; j + chunk <= d; j += chunk) {                                     \
+                    for (size_t l = 0; l < MG_LANES; l++) {                              \
+                        T sg, sgx = ln_row_leaf_##S(gr + j + l, xr + j + l, w + j + l,   \
+                                                    1, MG_LANES, mu, is, &sg);           \
+                        acc_g[l] += sg;                                                  \
+                        acc_gx[l] += sgx;                                                \
+                    }                                                                    \
+                }                                                                        \
+            } else {                                                                     \
+                for (; j + chunk <= d; j += chunk) {                                     \
+                    for (size_t l = 0; l < MG_LANES; l++) {                              \
+                        T sg, sgx = ln_row_leaf_##S(gr + j + l, xr + j + l, NULL, 0,     \
+                                                    MG_LANES, mu, is, &sg);              \
+                        acc_g[l] += sg;                                                  \
+                        acc_gx[l] += sgx;                                                \
+                    }                                                                    \
+                }                                                                        \
+            }                                                                            \
+            for (size_t l = 0; j + l < d; l++) {                                         \
+                T xhat = (T)(xr[j + l] - mu) * is;                                       \
+                T g = w != NULL ? gr[j + l] * w[j + l] : gr[j + l];                      \
+                acc_g[l % MG_LANES] += g;                                                \
+                acc_gx[l % MG_LANES] += (double)g * (double)xhat;                        \
+            }                                                                            \
+            double sum_g = mg_lanes_total(acc_g), sum_gx = mg_lanes_total(acc_gx);       \
+            check += (sum_g - sum_g) + (sum_gx - sum_gx); /* NaN unless both finite */   \
+            mean_g[i] = (T)(sum_g / count);                                              \
+            neg_mean_gx[i] = (T)(sum_gx / -count);                                       \
+        }                                                                                \
+        if (w != NULL) {                                                                 \
+            for (size_t j = 0; j < d; j++)                                               \
+                gw_part[j] = gb_part[j] = 0.0;                                           \
+            size_t i = 0;                                                                \
+            for (; i + BN_LEAF <= rows; i += BN_LEAF) {                                  \
+                const T *restrict g0 = gy + i * d, *restrict x0 = x + i * d;             \
+                for (size_t j = 0; j < d; j++) {                                         \
+                    T sg, sgx = ln_column_leaf_##S(g0 + j, x0 + j, d, mean + i,          \
+                                                   invstd + i, &sg);                     \
+                    gw_part[j] += sgx;                                                   \
+                    gb_part[j] += sg;                                                    \
+                }                                                                        \
+            }                                                                            \
+            for (; i < rows; i++) {                                                      \
+                const T *restrict gr = gy + i * d, *restrict xr = x + i * d;             \
+                for (size_t j = 0; j < d; j++) {                                         \
+                    T xhat = (T)(xr[j] - mean[i]) * invstd[i];                           \
+                    gw_part[j] += (double)gr[j] * (double)xhat;                          \
+                    gb_part[j] += gr[j];                                                 \
+                }                                                                        \
+            }                                                                            \
+            for (size_t j = 0; j < d; j++)                                               \
+                check += (gw_part[j] - gw_part[j]) + (gb_part[j] - gb_part[j]);          \
+        }                                                                                \
+        if (check != 0.0)                                                                \
+            return 0;                                                                    \
+        for (size_t i = 0; i < rows; i++) {                                              \
+            const T *restrict gr = gy + i * d, *restrict xr = x + i * d;                 \
+            T *restrict gxr = gx + i * d;                                                \
+            T mu = mean[i], is = invstd[i], mg = mean_g[i], nmgx = neg_mean_gx[i];       \
+            if (w != NULL) {                                                             \
+                for (size_t j = 0; j < d; j++) {                                         \
+                    T xhat = (T)(xr[j] - mu) * is;                                       \
+                    gxr[j] = (xhat * nmgx + gr[j] * w[j] - mg) * is;                     \
+                }                                                                        \
+            } else {                                                                     \
+                for (size_t j = 0; j < d; j++) {                                         \
+                    T xhat = (T)(xr[j] - mu) * is;                                       \
+                    gxr[j] = (xhat * nmgx + gr[j] - mg) * is;                            \
+                }                                                                        \
+            }                                                                            \
+        }                                                                                \
+        return 1;                                                                        \
+    }                                                                                    \
     /* Layer norm backward on `rows` rows of d. With a weight, g = gy * w, */            \
     /* and gw_part, gb_part (d each) receive this block's sums of gy * xhat */           \
     /* and gy; without one, g = gy and they are not touched. */                          \
@@ -433,13 +560,15 @@ MG_FOR_EACH_ISA(DEFINE_NORM_LOOPS, double, f64)
         __typeof__(bn_grad_input_##S##_generic) *bn_grad_input;                          \
         __typeof__(ln_forward_##S##_generic) *ln_forward;                                \
         __typeof__(ln_backward_##S##_generic) *ln_backward;                              \
+        __typeof__(ln_backward_leaves_##S##_generic) *ln_backward_leaves;                \
     } norm_loops_##S;                                                                    \
     static const norm_loops_##S *norm_loops_for_cpu_##S(void)                            \
     {                                                                                    \
         static const norm_loops_##S table[] = {                                          \
             {bn_stats_##S##_generic, bn_normalize_##S##_generic,                         \
              bn_grad_sums_##S##_generic, bn_grad_input_##S##_generic,                    \
-             ln_forward_##S##_generic, ln_backward_##S##_generic},                       \
+             ln_forward_##S##_generic, ln_backward_##S##_generic,                        \
+             ln_backward_leaves_##S##_generic},                                          \
             NORM_LOOPS_X86_ROWS(S)};                                                     \
         return &table[mg_simd_level()];                                                  \
     }
@@ -447,10 +576,12 @@ MG_FOR_EACH_ISA(DEFINE_NORM_LOOPS, double, f64)
 #if MG_X86_PATHS
 #define NORM_LOOPS_X86_ROWS(S)                                                           \
     {bn_stats_##S##_avx2,     bn_normalize_##S##_avx2,  bn_grad_sums_##S##_avx2,         \
-     bn_grad_input_##S##_avx2, ln_forward_##S##_avx2,   ln_backward_##S##_avx2},         \
+     bn_grad_input_##S##_avx2, ln_forward_##S##_avx2,   ln_backward_##S##_avx2,          \
+     ln_backward_leaves_##S##_avx2},                                                     \
     {                                                                                    \
         bn_stats_##S##_avx512, bn_normalize_##S##_avx512, bn_grad_sums_##S##_avx512,     \
-            bn_grad_input_##S##_avx512, ln_forward_##S##_avx512, ln_backward_##S##_avx512 \
+            bn_grad_input_##S##_avx512, ln_forward_##S##_avx512, ln_backward_##S##_avx512, \
+            ln_backward_leaves_##S##_avx512                                              \
     }
 #else
 #define NORM_LOOPS_X86_ROWS(S)
@@ -730,6 +861,22 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
         }                                                                                \
         return MG_OK;                                                                    \
     }                                                                                    \
+    /* Block k of the layer norm backward: by leaves, or in double where */             \
+    /* those overflow. */                                                                \
+    static void ln_backward_block_##S(const norm_loops_##S *L, size_t r, size_t d,       \
+                                      size_t k, T *gx, double *part, const T *gy,        \
+                                      const T *x, const T *mean, const T *invstd,        \
+                                      const T *weight)                                   \
+    {                                                                                    \
+        size_t lo = k * LN_ROW_BLOCK;                                                    \
+        size_t rows = r - lo < LN_ROW_BLOCK ? r - lo : LN_ROW_BLOCK;                     \
+        double *gw_part = part ? part + 2 * k * d : NULL;                                \
+        double *gb_part = part ? part + (2 * k + 1) * d : NULL;                          \
+        if (!L->ln_backward_leaves(rows, d, gx + lo * d, gw_part, gb_part, gy + lo * d,  \
+                                   x + lo * d, mean + lo, invstd + lo, weight))          \
+            L->ln_backward(rows, d, gx + lo * d, gw_part, gb_part, gy + lo * d,          \
+                           x + lo * d, mean + lo, invstd + lo, weight);                  \
+    }                                                                                    \
     int mg_layer_norm_backward_##S(size_t r, size_t d, T *gx, T *gweight, T *gbias,      \
                                    const T *gy, const T *x, const T *mean,               \
                                    const T *invstd, const T *weight)                     \
@@ -743,24 +890,15 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
                 return MG_ERR_NOMEM;                                                     \
         }                                                                                \
         if (!mg_use_threads(r * d) || blocks < 2) {                                      \
-            for (size_t k = 0; k < blocks; k++) {                                        \
-                size_t lo = k * LN_ROW_BLOCK;                                            \
-                size_t rows = r - lo < LN_ROW_BLOCK ? r - lo : LN_ROW_BLOCK;             \
-                L->ln_backward(rows, d, gx + lo * d, part ? part + 2 * k * d : NULL,     \
-                               part ? part + (2 * k + 1) * d : NULL, gy + lo * d,        \
-                               x + lo * d, mean + lo, invstd + lo, weight);              \
-            }                                                                            \
+            for (size_t k = 0; k < blocks; k++)                                          \
+                ln_backward_block_##S(L, r, d, k, gx, part, gy, x, mean, invstd, weight); \
         } else {                                                                         \
             MG_OMP_PARALLEL                                                              \
             {                                                                            \
                 mg_range s = mg_thread_share(blocks, 1);                                 \
-                for (size_t k = s.lo; k < s.lo + s.len; k++) {                           \
-                    size_t lo = k * LN_ROW_BLOCK;                                        \
-                    size_t rows = r - lo < LN_ROW_BLOCK ? r - lo : LN_ROW_BLOCK;         \
-                    L->ln_backward(rows, d, gx + lo * d, part ? part + 2 * k * d : NULL, \
-                                   part ? part + (2 * k + 1) * d : NULL, gy + lo * d,    \
-                                   x + lo * d, mean + lo, invstd + lo, weight);          \
-                }                                                                        \
+                for (size_t k = s.lo; k < s.lo + s.len; k++)                             \
+                    ln_backward_block_##S(L, r, d, k, gx, part, gy, x, mean, invstd,     \
+                                          weight);                                       \
             }                                                                            \
         }                                                                                \
         if (weight != NULL) {                                                            \
