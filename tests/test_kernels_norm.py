@@ -146,7 +146,9 @@ def test_layer_norm(dtype, shape, affine):
 @pytest.mark.parametrize("value", [0.0, 1.0, -7.25, 1e4 + 0.5, 3e30])
 def test_constant_columns_stay_finite(dtype, value):
     """A constant column has mean exactly its value and variance 0 in the
-    batch norm kernel (Welford's update), so y is exactly the bias. The
+    batch norm kernel (a constant leaf's pairwise sum is exact, and so are
+    Chan's and Welford's updates with zero deviations; a constant 0 takes the
+    slow path, which is exact too), so y is exactly the bias. The
     reference can miss this in float64, where the sum of n copies of a value
     need not be n times it (3e30 gives y of order 1 there)."""
     x = np.full((33, 20), value, dtype)
