@@ -117,7 +117,8 @@ DEFINE_ROW_SUMS(double, f64)
  * is: a variance below BN_TINY_VAR. Zero itself is exact (a constant
  * channel) when the mean is at least BN_TINY_MEAN, for then any deviation
  * that is not 0 is at least T's epsilon times that, and its square normal.
- * Every other channel is taken again by the slow path. */
+ * Every other channel is taken again by the slow path (a channel of zeros,
+ * a dead unit's, among them: one strided walk down it). */
 #define BN_TINY_VAR_f32 0x1p-100
 #define BN_TINY_MEAN_f32 0x1p-38
 #define BN_TINY_VAR_f64 0x1p-1000
