@@ -91,7 +91,7 @@ DEFINE_ROW_SUMS(double, f64)
         double m = 0.0, q = 0.0, sum = 0.0;                                              \
         for (size_t i = 0; i < n; i++) {                                                 \
             double v = x[i * ld], delta = v - m;                                         \
-            m += delta / (double)(i + 1);                                                \
+            m += delta * (1.0 / (double)(i + 1)); /* the divide off m's chain */      \
             q += delta * (v - m);                                                        \
             sum += v;                                                                    \
         }                                                                                \
@@ -117,8 +117,8 @@ DEFINE_ROW_SUMS(double, f64)
  * is: a variance below BN_TINY_VAR. Zero itself is exact (a constant
  * channel) when the mean is at least BN_TINY_MEAN, for then any deviation
  * that is not 0 is at least T's epsilon times that, and its square normal.
- * Every other channel is taken again by the slow path (a channel of zeros,
- * a dead unit's, among them: one strided walk down it). */
+ * Every other channel is taken again by the slow path (but a channel of
+ * zeros, a dead unit's, is recognized as exact: see bn_train_finish). */
 #define BN_TINY_VAR_f32 0x1p-100
 #define BN_TINY_MEAN_f32 0x1p-38
 #define BN_TINY_VAR_f64 0x1p-1000
@@ -256,6 +256,20 @@ DEFINE_BN_LEAVES(double, f64)
                 m[j] += delta * inv_count;                                               \
                 m2[j] += delta * (v - m[j]);                                             \
             }                                                                            \
+        }                                                                                \
+    }                                                                                    \
+    /* counts[j] = how many of column j's `rows` values are not 0, in T */              \
+    /* (exact below 2^24 rows, and above that never 0 once it is not). */                \
+    static TARGET void bn_count_nonzero_##S##_##ISA(size_t rows, size_t width,           \
+                                                    size_t ld, const T *restrict x,      \
+                                                    T *restrict counts)                  \
+    {                                                                                    \
+        for (size_t j = 0; j < width; j++)                                               \
+            counts[j] = 0;                                                               \
+        for (size_t i = 0; i < rows; i++) {                                              \
+            const T *restrict row = x + i * ld;                                          \
+            for (size_t j = 0; j < width; j++)                                           \
+                counts[j] += (T)(row[j] != 0);                                           \
         }                                                                                \
     }                                                                                    \
     /* y = (x - mean) * scale (+ bias), each step rounded in T. Four rows */             \
@@ -557,6 +571,7 @@ MG_FOR_EACH_ISA(DEFINE_NORM_LOOPS, double, f64)
     typedef struct {                                                                     \
         __typeof__(bn_stats_##S##_generic) *bn_stats;                                    \
         __typeof__(bn_normalize_##S##_generic) *bn_normalize;                            \
+        __typeof__(bn_count_nonzero_##S##_generic) *bn_count_nonzero;                    \
         __typeof__(bn_grad_sums_##S##_generic) *bn_grad_sums;                            \
         __typeof__(bn_grad_input_##S##_generic) *bn_grad_input;                          \
         __typeof__(ln_forward_##S##_generic) *ln_forward;                                \
@@ -567,6 +582,7 @@ MG_FOR_EACH_ISA(DEFINE_NORM_LOOPS, double, f64)
     {                                                                                    \
         static const norm_loops_##S table[] = {                                          \
             {bn_stats_##S##_generic, bn_normalize_##S##_generic,                         \
+             bn_count_nonzero_##S##_generic,                                             \
              bn_grad_sums_##S##_generic, bn_grad_input_##S##_generic,                    \
              ln_forward_##S##_generic, ln_backward_##S##_generic,                        \
              ln_backward_leaves_##S##_generic},                                          \
@@ -576,11 +592,13 @@ MG_FOR_EACH_ISA(DEFINE_NORM_LOOPS, double, f64)
 
 #if MG_X86_PATHS
 #define NORM_LOOPS_X86_ROWS(S)                                                           \
-    {bn_stats_##S##_avx2,     bn_normalize_##S##_avx2,  bn_grad_sums_##S##_avx2,         \
+    {bn_stats_##S##_avx2,     bn_normalize_##S##_avx2,  bn_count_nonzero_##S##_avx2,     \
+     bn_grad_sums_##S##_avx2,                                                            \
      bn_grad_input_##S##_avx2, ln_forward_##S##_avx2,   ln_backward_##S##_avx2,          \
      ln_backward_leaves_##S##_avx2},                                                     \
     {                                                                                    \
-        bn_stats_##S##_avx512, bn_normalize_##S##_avx512, bn_grad_sums_##S##_avx512,     \
+        bn_stats_##S##_avx512, bn_normalize_##S##_avx512, bn_count_nonzero_##S##_avx512, \
+            bn_grad_sums_##S##_avx512,                                                   \
             bn_grad_input_##S##_avx512, ln_forward_##S##_avx512, ln_backward_##S##_avx512, \
             ln_backward_leaves_##S##_avx512                                              \
     }
@@ -633,7 +651,8 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
     /* moves by delta * nb / n, m2 gains m2b + delta^2 * na * nb / n), then */           \
     /* mean, invstd, the scale y needs and the running statistics. Loops */              \
     /* over channels innermost, without branches, so that they vectorize. */             \
-    static void bn_train_finish_##S(size_t n, size_t c, size_t c0, size_t c1,           \
+    static void bn_train_finish_##S(const norm_loops_##S *L, size_t n, size_t c,        \
+                                    size_t c0, size_t c1,                                \
                                     size_t rows, size_t blocks, double *part, T *mean,   \
                                     T *invstd, T *scale, const T *x, const T *weight,    \
                                     double eps, T *running_mean, T *running_var,         \
@@ -654,9 +673,20 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
             }                                                                            \
             na = total;                                                                  \
         }                                                                                \
+        /* A channel of zeros (a dead unit's) has mean 0 and m2 0 as the */              \
+        /* leaves give them, but so has one of values whose squares all */               \
+        /* underflow T: one pass counting the values that are not 0, which */            \
+        /* is vectorized across channels (the slow path's walk is not), */               \
+        /* tells. scale holds the counts until it is written below. */                   \
+        int zeros = 0;                                                                   \
+        for (size_t j = c0; j < c1; j++)                                                 \
+            zeros |= m2[j] == 0.0 && mu[j] == 0.0;                                       \
+        if (zeros)                                                                       \
+            L->bn_count_nonzero(n, c1 - c0, c, x + c0, scale + c0);                      \
         for (size_t j = c0; j < c1; j++) {                                               \
+            int zero = zeros && m2[j] == 0.0 && mu[j] == 0.0 && scale[j] == 0;           \
             int sound = bn_finite(mu[j]) && bn_finite(m2[j]) &&                          \
-                        (m2[j] >= BN_TINY_VAR_##S * count ||                             \
+                        (m2[j] >= BN_TINY_VAR_##S * count || zero ||                     \
                          (m2[j] == 0.0 && fabs(mu[j]) >= BN_TINY_MEAN_##S));             \
             if (!sound)                                                                  \
                 column_stats_##S(n, c, x + j, mu + j, m2 + j);                           \
@@ -708,8 +738,8 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
         scale = (T *)(part + 2 * slots * c);                                             \
         if (!bn_use_threads(n, c, blocks)) {                                             \
             bn_train_blocks_##S(L, n, c, rows, 0, blocks, x, part);                      \
-            bn_train_finish_##S(n, c, 0, c, rows, blocks, part, mean, invstd, scale, x,  \
-                                weight, eps, running_mean, running_var, momentum);       \
+            bn_train_finish_##S(L, n, c, 0, c, rows, blocks, part, mean, invstd, scale,  \
+                                x, weight, eps, running_mean, running_var, momentum);    \
             L->bn_normalize(n, c, c, y, x, mean, scale, bias);                           \
         } else {                                                                         \
             MG_OMP_PARALLEL                                                              \
@@ -718,8 +748,8 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
                 bn_train_blocks_##S(L, n, c, rows, r.lo, r.lo + r.len, x, part);         \
                 MG_OMP_BARRIER                                                           \
                 r = mg_thread_range(c, 16);                                              \
-                bn_train_finish_##S(n, c, r.lo, r.lo + r.len, rows, blocks, part, mean,  \
-                                    invstd, scale, x, weight, eps, running_mean,         \
+                bn_train_finish_##S(L, n, c, r.lo, r.lo + r.len, rows, blocks, part,     \
+                                    mean, invstd, scale, x, weight, eps, running_mean,   \
                                     running_var, momentum);                              \
                 MG_OMP_BARRIER                                                           \
                 r = mg_thread_range(n, 1);                                               \

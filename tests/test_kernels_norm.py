@@ -195,26 +195,27 @@ def test_batch_norm_leaves_out_of_float_range_take_the_double_path():
     and agree with the reference, which works in float64 throughout. eps = 0
     so that the tiny variance is what invstd shows."""
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((100, 7)).astype(np.float32)
+    x = rng.standard_normal((96, 8)).astype(np.float32)  # whole leaves only
     x[:, 0] *= np.float32(1e20)  # squares overflow
     x[:, 1] = np.float32(1e38) + x[:, 1] * np.float32(1e36)  # sums overflow
     x[:, 2] *= np.float32(1e-25)  # squares underflow: variance 1e-50
     x[:, 3] = np.float32(1e-25)  # a tiny constant channel
     x[:, 4] = 0.0  # a dead unit
     x[:, 5] = np.float32(-7.25)  # constant, taken on the fast path
-    w, b = _params(rng, 7, np.float32, True)
+    x[:, 7] = np.float32(1e-30) * np.where(np.arange(96) % 2 == 0, 1, -1)  # mean 0, squares 0
+    w, b = _params(rng, 8, np.float32, True)
     for eps in (0.0, EPS):
         y, mean, invstd = C.batch_norm_forward_train(x, w, b, eps)
         y_ref, mean_ref, invstd_ref = REF.batch_norm_forward_train(x, w, b, eps)
-        varying = [0, 1, 2, 6]
+        varying = [0, 1, 2, 6, 7]
         close(mean, mean_ref, 2e-6, what=f"mean, eps {eps}")
         close(invstd[varying], invstd_ref[varying], 2e-6, what=f"invstd, eps {eps}")
         close(y[:, varying], y_ref[:, varying], 2e-6, what=f"y, eps {eps}")
         if eps == 0.0:
-            assert invstd[2] > 1e24  # 1 / sqrt(1e-50), not 1 / sqrt(0)
+            assert invstd[2] > 1e24 and invstd[7] > 1e29  # 1 / sqrt(var), not 1 / sqrt(0)
             assert np.all(np.isinf(invstd[3:6]))  # variance exactly 0
     # The backward's products overflow float32 for gy of 1e38 in channel 0.
-    gy = rng.standard_normal((100, 7)).astype(np.float32)
+    gy = rng.standard_normal((96, 8)).astype(np.float32)
     gy[:, 0] *= np.float32(1e38)
     mean, invstd = mean_ref, invstd_ref
     got = C.batch_norm_backward(gy, x, mean, invstd, w)
