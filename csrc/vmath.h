@@ -416,7 +416,7 @@ typedef struct {
  *   (fused), sigma is formed in float instead: u + 4 = s + e by two-sum,
  *   then 1 - s r and - e r each in one rounding, which leaves sigma within
  *   an ulp of float and costs the correction nothing measurable, for a
- *   tenth of the instructions of going through double.
+ *   half the instructions of going through double.
  * - The last addition, of Q's constant term, which alone rounds by up to
  *   6e-8 relative where Q is just above 0.5: its error is kept exactly
  *   (Knuth's two-sum) and goes into lo, with the first-order step.
