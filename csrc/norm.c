@@ -205,6 +205,25 @@ DEFINE_COLUMN_FALLBACKS(double, f64)
         }                                                                                \
         *sum_g = pairwise8_##S(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);          \
         return pairwise8_##S(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);            \
+    }                                                                                    \
+    /* One row of layer norm's gx = (xhat * neg_mean_gx + g - mean_g) * is, */          \
+    /* g = gy * w (or gy): the last pass of both backward loops. */                      \
+    static inline void ln_grad_input_row_##S(size_t d, T *restrict gx,                   \
+                                             const T *restrict gy, const T *restrict x,  \
+                                             const T *restrict w, T mu, T is, T mean_g,  \
+                                             T neg_mean_gx)                              \
+    {                                                                                    \
+        if (w != NULL) {                                                                 \
+            for (size_t j = 0; j < d; j++) {                                             \
+                T xhat = (T)(x[j] - mu) * is;                                            \
+                gx[j] = (xhat * neg_mean_gx + gy[j] * w[j] - mean_g) * is;               \
+            }                                                                            \
+        } else {                                                                         \
+            for (size_t j = 0; j < d; j++) {                                             \
+                T xhat = (T)(x[j] - mu) * is;                                            \
+                gx[j] = (xhat * neg_mean_gx + gy[j] - mean_g) * is;                      \
+            }                                                                            \
+        }                                                                                \
     }
 
 DEFINE_BN_LEAVES(float, f32)
@@ -472,22 +491,9 @@ DEFINE_BN_LEAVES(double, f64)
         }                                                                                \
         if (check != 0.0)                                                                \
             return 0;                                                                    \
-        for (size_t i = 0; i < rows; i++) {                                              \
-            const T *restrict gr = gy + i * d, *restrict xr = x + i * d;                 \
-            T *restrict gxr = gx + i * d;                                                \
-            T mu = mean[i], is = invstd[i], mg = mean_g[i], nmgx = neg_mean_gx[i];       \
-            if (w != NULL) {                                                             \
-                for (size_t j = 0; j < d; j++) {                                         \
-                    T xhat = (T)(xr[j] - mu) * is;                                       \
-                    gxr[j] = (xhat * nmgx + gr[j] * w[j] - mg) * is;                     \
-                }                                                                        \
-            } else {                                                                     \
-                for (size_t j = 0; j < d; j++) {                                         \
-                    T xhat = (T)(xr[j] - mu) * is;                                       \
-                    gxr[j] = (xhat * nmgx + gr[j] - mg) * is;                            \
-                }                                                                        \
-            }                                                                            \
-        }                                                                                \
+        for (size_t i = 0; i < rows; i++)                                                \
+            ln_grad_input_row_##S(d, gx + i * d, gy + i * d, x + i * d, w, mean[i],      \
+                                  invstd[i], mean_g[i], neg_mean_gx[i]);                 \
         return 1;                                                                        \
     }                                                                                    \
     /* Layer norm backward on `rows` rows of d. With a weight, g = gy * w, */            \
@@ -549,18 +555,7 @@ DEFINE_BN_LEAVES(double, f64)
             }                                                                            \
             T mean_g = (T)(mg_lanes_total(acc_g) / count);                               \
             T neg_mean_gx = (T)(mg_lanes_total(acc_gx) / -count);                        \
-            if (w != NULL) {                                                             \
-                for (j = 0; j < d; j++) {                                                \
-                    T xhat = (T)(xr[j] - mu) * is;                                       \
-                    T g = gr[j] * w[j];                                                  \
-                    gxr[j] = (xhat * neg_mean_gx + g - mean_g) * is;                     \
-                }                                                                        \
-            } else {                                                                     \
-                for (j = 0; j < d; j++) {                                                \
-                    T xhat = (T)(xr[j] - mu) * is;                                       \
-                    gxr[j] = (xhat * neg_mean_gx + gr[j] - mean_g) * is;                 \
-                }                                                                        \
-            }                                                                            \
+            ln_grad_input_row_##S(d, gxr, gr, xr, w, mu, is, mean_g, neg_mean_gx);       \
         }                                                                                \
     }
 
