@@ -229,6 +229,32 @@ DEFINE_COLUMN_FALLBACKS(double, f64)
 DEFINE_BN_LEAVES(float, f32)
 DEFINE_BN_LEAVES(double, f64)
 
+/* Batch norm forms its per-channel statistics and sums per block of rows,
+ * the unit of work of a thread, and merges the blocks' results in block
+ * order: the blocks depend on n alone, so the bits do not depend on the
+ * thread count. Threads then split the channels for the merge and the rows
+ * for the writing pass. (Splitting the channels for the passes over the data
+ * measured slower than one thread at 128x512: both cores then touch every
+ * row, and each one's half of it is a short run the prefetchers serve
+ * badly.) At most BN_MAX_BLOCKS blocks keep the scratch space small. */
+#define BN_MIN_BLOCK_ROWS ((size_t)32)
+#define BN_MAX_BLOCKS ((size_t)16)
+
+static size_t bn_block_rows(size_t n)
+{
+    size_t rows = (n + BN_MAX_BLOCKS - 1) / BN_MAX_BLOCKS;
+    if (rows < BN_MIN_BLOCK_ROWS)
+        rows = BN_MIN_BLOCK_ROWS;
+    return (rows + 7) & ~(size_t)7; /* whole visits of bn_stats' eight rows */
+}
+
+/* Rows [lo, lo + len) of block k of n rows in blocks of `rows`. */
+static mg_range bn_block(size_t n, size_t rows, size_t k)
+{
+    mg_range r = {k * rows, n - k * rows < rows ? n - k * rows : rows};
+    return r;
+}
+
 /*
  * The loops. Batch norm's take a block of `width` channels of `rows` rows
  * with leading dimension ld, and per-channel arrays indexed from the
@@ -383,6 +409,111 @@ DEFINE_BN_LEAVES(double, f64)
                 T xhat = (T)(xr[j] - mean[j]) * invstd[j];                               \
                 gxr[j] = (xhat * a[j] + gr[j] - b[j]) * scale[j];                        \
             }                                                                            \
+        }                                                                                \
+    }                                                                                    \
+    /* Channels [c0, c1) of the forward's merge: the blocks' (mean, m2) */               \
+    /* into block 0's by Chan et al.'s update (for counts na and nb the */               \
+    /* mean moves by delta * nb / n and m2 gains m2b + delta^2 * na * nb / n). */        \
+    /* Returns whether any channel came out where the leaves are not to be */            \
+    /* trusted (BN_TINY_VAR), for bn_train_finish to look at one by one. */              \
+    static TARGET int bn_merge_##S##_##ISA(size_t n, size_t c, size_t c0, size_t c1,     \
+                                           size_t rows, size_t blocks,                   \
+                                           double *restrict part)                        \
+    {                                                                                    \
+        double *restrict mu = part, *restrict m2 = part + c;                             \
+        double na = blocks > 0 ? (double)bn_block(n, rows, 0).len : 0.0;                 \
+        for (size_t k = 1; k < blocks; k++) {                                            \
+            double nb = (double)bn_block(n, rows, k).len, total = na + nb;               \
+            double w_mean = nb / total, w_m2 = na * nb / total;                          \
+            const double *restrict mb = part + 2 * k * c, *restrict m2b = mb + c;        \
+            for (size_t j = c0; j < c1; j++) {                                           \
+                double delta = mb[j] - mu[j];                                            \
+                mu[j] += delta * w_mean;                                                 \
+                m2[j] += m2b[j] + delta * delta * w_m2;                                  \
+            }                                                                            \
+            na = total;                                                                  \
+        }                                                                                \
+        double tiny_m2 = BN_TINY_VAR_##S * (n > 0 ? (double)n : 1.0);                    \
+        double tiny_mean = BN_TINY_MEAN_##S;                                             \
+        int doubtful = 0;                                                                \
+        for (size_t j = c0; j < c1; j++) {                                               \
+            int exact_constant = (m2[j] == 0.0) & (fabs(mu[j]) >= tiny_mean);            \
+            doubtful |= !(bn_finite(mu[j]) & bn_finite(m2[j]) &                          \
+                          ((m2[j] >= tiny_m2) | exact_constant));                        \
+        }                                                                                \
+        return doubtful;                                                                 \
+    }                                                                                    \
+    /* Channels [c0, c1): mean, invstd and the scale y needs from the */                 \
+    /* merged (mu, m2), and the running statistics (PyTorch's rule: the */               \
+    /* unbiased variance). */                                                            \
+    static TARGET void bn_factors_##S##_##ISA(                                           \
+        size_t n, size_t c0, size_t c1, const double *restrict mu,                       \
+        const double *restrict m2, T *restrict mean, T *restrict invstd,                 \
+        T *restrict scale,                                                               \
+        const T *restrict weight, double eps, T *restrict running_mean,                  \
+        T *restrict running_var, double momentum)                                        \
+    {                                                                                    \
+        double count = n > 0 ? (double)n : 1.0;                                          \
+        double unbias = (double)n / (double)(n > 1 ? n - 1 : 1);                         \
+        for (size_t j = c0; j < c1; j++) {                                               \
+            double is = 1.0 / sqrt(m2[j] / count + eps);                                 \
+            mean[j] = (T)mu[j];                                                          \
+            invstd[j] = (T)is;                                                           \
+            scale[j] = (T)(weight != NULL ? is * (double)weight[j] : is);                \
+        }                                                                                \
+        if (n == 0)                                                                      \
+            return;                                                                      \
+        if (running_mean != NULL) {                                                      \
+            for (size_t j = c0; j < c1; j++)                                             \
+                running_mean[j] =                                                        \
+                    (T)((1.0 - momentum) * (double)running_mean[j] + momentum * mu[j]);  \
+        }                                                                                \
+        if (running_var != NULL) {                                                       \
+            for (size_t j = c0; j < c1; j++)                                             \
+                running_var[j] = (T)((1.0 - momentum) * (double)running_var[j] +         \
+                                     momentum * (m2[j] / count * unbias));               \
+        }                                                                                \
+    }                                                                                    \
+    /* Channels [c0, c1) of the backward's merge: the blocks' sums added in */           \
+    /* block order into block 0's. Returns whether any came out inf or NaN. */           \
+    static TARGET int bn_grad_merge_##S##_##ISA(size_t c, size_t c0, size_t c1,          \
+                                                size_t blocks, double *restrict part)    \
+    {                                                                                    \
+        double *restrict sg = part, *restrict sgx = part + c;                            \
+        for (size_t k = 1; k < blocks; k++) {                                            \
+            const double *restrict sgk = part + 2 * k * c, *restrict sgxk = sgk + c;     \
+            for (size_t j = c0; j < c1; j++) {                                           \
+                sg[j] += sgk[j];                                                         \
+                sgx[j] += sgxk[j];                                                       \
+            }                                                                            \
+        }                                                                                \
+        int doubtful = 0;                                                                \
+        for (size_t j = c0; j < c1; j++)                                                 \
+            doubtful |= !(bn_finite(sg[j]) & bn_finite(sgx[j]));                         \
+        return doubtful;                                                                 \
+    }                                                                                    \
+    /* Channels [c0, c1): the factors gx needs, a = -sgx / n, b = sg / n */              \
+    /* and scale = invstd * weight, and the weight and bias gradients. */                \
+    static TARGET void bn_grad_factors_##S##_##ISA(                                      \
+        size_t n, size_t c0, size_t c1, const double *restrict sg,                       \
+        const double *restrict sgx, const T *restrict invstd, const T *restrict weight,  \
+        T *restrict a, T *restrict b, T *restrict scale, T *restrict gweight,            \
+        T *restrict gbias)                                                               \
+    {                                                                                    \
+        double count = n > 0 ? (double)n : 1.0;                                          \
+        for (size_t j = c0; j < c1; j++) {                                               \
+            a[j] = (T)(sgx[j] / -count);                                                 \
+            b[j] = (T)(sg[j] / count);                                                   \
+        }                                                                                \
+        if (weight != NULL) {                                                            \
+            for (size_t j = c0; j < c1; j++) {                                           \
+                scale[j] = (T)(invstd[j] * weight[j]);                                   \
+                gweight[j] = (T)sgx[j];                                                  \
+                gbias[j] = (T)sg[j];                                                     \
+            }                                                                            \
+        } else {                                                                         \
+            for (size_t j = c0; j < c1; j++)                                             \
+                scale[j] = invstd[j];                                                    \
         }                                                                                \
     }                                                                                    \
     /* Layer norm forward on `rows` rows of d: the reference's two-pass */               \
@@ -572,6 +703,10 @@ MG_FOR_EACH_ISA(DEFINE_NORM_LOOPS, double, f64)
         __typeof__(ln_forward_##S##_generic) *ln_forward;                                \
         __typeof__(ln_backward_##S##_generic) *ln_backward;                              \
         __typeof__(ln_backward_leaves_##S##_generic) *ln_backward_leaves;                \
+        __typeof__(bn_merge_##S##_generic) *bn_merge;                                    \
+        __typeof__(bn_factors_##S##_generic) *bn_factors;                                \
+        __typeof__(bn_grad_merge_##S##_generic) *bn_grad_merge;                          \
+        __typeof__(bn_grad_factors_##S##_generic) *bn_grad_factors;                      \
     } norm_loops_##S;                                                                    \
     static const norm_loops_##S *norm_loops_for_cpu_##S(void)                            \
     {                                                                                    \
@@ -580,7 +715,9 @@ MG_FOR_EACH_ISA(DEFINE_NORM_LOOPS, double, f64)
              bn_count_nonzero_##S##_generic,                                             \
              bn_grad_sums_##S##_generic, bn_grad_input_##S##_generic,                    \
              ln_forward_##S##_generic, ln_backward_##S##_generic,                        \
-             ln_backward_leaves_##S##_generic},                                          \
+             ln_backward_leaves_##S##_generic, bn_merge_##S##_generic,                   \
+             bn_factors_##S##_generic, bn_grad_merge_##S##_generic,                      \
+             bn_grad_factors_##S##_generic},                                             \
             NORM_LOOPS_X86_ROWS(S)};                                                     \
         return &table[mg_simd_level()];                                                  \
     }
@@ -590,12 +727,15 @@ MG_FOR_EACH_ISA(DEFINE_NORM_LOOPS, double, f64)
     {bn_stats_##S##_avx2,     bn_normalize_##S##_avx2,  bn_count_nonzero_##S##_avx2,     \
      bn_grad_sums_##S##_avx2,                                                            \
      bn_grad_input_##S##_avx2, ln_forward_##S##_avx2,   ln_backward_##S##_avx2,          \
-     ln_backward_leaves_##S##_avx2},                                                     \
+     ln_backward_leaves_##S##_avx2, bn_merge_##S##_avx2, bn_factors_##S##_avx2,          \
+     bn_grad_merge_##S##_avx2, bn_grad_factors_##S##_avx2},                              \
     {                                                                                    \
         bn_stats_##S##_avx512, bn_normalize_##S##_avx512, bn_count_nonzero_##S##_avx512, \
             bn_grad_sums_##S##_avx512,                                                   \
             bn_grad_input_##S##_avx512, ln_forward_##S##_avx512, ln_backward_##S##_avx512, \
-            ln_backward_leaves_##S##_avx512                                              \
+            ln_backward_leaves_##S##_avx512, bn_merge_##S##_avx512,                      \
+            bn_factors_##S##_avx512, bn_grad_merge_##S##_avx512,                         \
+            bn_grad_factors_##S##_avx512                                                 \
     }
 #else
 #define NORM_LOOPS_X86_ROWS(S)
@@ -603,32 +743,6 @@ MG_FOR_EACH_ISA(DEFINE_NORM_LOOPS, double, f64)
 
 DEFINE_LOOP_TABLE(f32)
 DEFINE_LOOP_TABLE(f64)
-
-/* Batch norm forms its per-channel statistics and sums per block of rows,
- * the unit of work of a thread, and merges the blocks' results in block
- * order: the blocks depend on n alone, so the bits do not depend on the
- * thread count. Threads then split the channels for the merge and the rows
- * for the writing pass. (Splitting the channels for the passes over the data
- * measured slower than one thread at 128x512: both cores then touch every
- * row, and each one's half of it is a short run the prefetchers serve
- * badly.) At most BN_MAX_BLOCKS blocks keep the scratch space small. */
-#define BN_MIN_BLOCK_ROWS ((size_t)32)
-#define BN_MAX_BLOCKS ((size_t)16)
-
-static size_t bn_block_rows(size_t n)
-{
-    size_t rows = (n + BN_MAX_BLOCKS - 1) / BN_MAX_BLOCKS;
-    if (rows < BN_MIN_BLOCK_ROWS)
-        rows = BN_MIN_BLOCK_ROWS;
-    return (rows + 7) & ~(size_t)7; /* whole visits of bn_stats' eight rows */
-}
-
-/* Rows [lo, lo + len) of block k of n rows in blocks of `rows`. */
-static mg_range bn_block(size_t n, size_t rows, size_t k)
-{
-    mg_range r = {k * rows, n - k * rows < rows ? n - k * rows : rows};
-    return r;
-}
 
 static int bn_use_threads(size_t n, size_t c, size_t blocks)
 {
@@ -641,11 +755,14 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
  * between calls.
  */
 #define DEFINE_NORM_KERNELS(T, S)                                                        \
-    /* Channels [c0, c1): merge the blocks' Welford states into block 0's */             \
-    /* (Chan et al.'s update for two sets of counts na and nb: the mean */               \
-    /* moves by delta * nb / n, m2 gains m2b + delta^2 * na * nb / n), then */           \
-    /* mean, invstd, the scale y needs and the running statistics. Loops */              \
-    /* over channels innermost, without branches, so that they vectorize. */             \
+    /* Channels [c0, c1): the blocks merged and the factors formed by the */             \
+    /* vectorized loops; a channel the leaves cannot be trusted with is */              \
+    /* taken again by the slow path first. A channel of zeros (a dead */                 \
+    /* unit's) has mean 0 and m2 0 as the leaves give them, but so has one */            \
+    /* of values whose squares all underflow T: one pass counting the */                 \
+    /* values that are not 0, vectorized across channels (the slow path's */             \
+    /* walk is not), tells. scale holds the counts until bn_factors writes */            \
+    /* it. */                                                                            \
     static void bn_train_finish_##S(const norm_loops_##S *L, size_t n, size_t c,        \
                                     size_t c0, size_t c1,                                \
                                     size_t rows, size_t blocks, double *part, T *mean,   \
@@ -654,56 +771,24 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
                                     double momentum)                                     \
     {                                                                                    \
         double count = n > 0 ? (double)n : 1.0;                                          \
-        double unbias = (double)n / (double)(n > 1 ? n - 1 : 1);                         \
-        double *restrict mu = part, *restrict m2 = part + c;                             \
-        double na = blocks > 0 ? (double)bn_block(n, rows, 0).len : 0.0;                 \
-        for (size_t k = 1; k < blocks; k++) {                                            \
-            double nb = (double)bn_block(n, rows, k).len, total = na + nb;               \
-            double w_mean = nb / total, w_m2 = na * nb / total;                          \
-            const double *restrict mb = part + 2 * k * c, *restrict m2b = mb + c;        \
+        double *mu = part, *m2 = part + c;                                               \
+        if (L->bn_merge(n, c, c0, c1, rows, blocks, part)) {                             \
+            int zeros = 0;                                                               \
+            for (size_t j = c0; j < c1; j++)                                             \
+                zeros |= m2[j] == 0.0 && mu[j] == 0.0;                                   \
+            if (zeros)                                                                   \
+                L->bn_count_nonzero(n, c1 - c0, c, x + c0, scale + c0);                  \
             for (size_t j = c0; j < c1; j++) {                                           \
-                double delta = mb[j] - mu[j];                                            \
-                mu[j] += delta * w_mean;                                                 \
-                m2[j] += m2b[j] + delta * delta * w_m2;                                  \
+                int zero = zeros && m2[j] == 0.0 && mu[j] == 0.0 && scale[j] == 0;       \
+                int sound = bn_finite(mu[j]) && bn_finite(m2[j]) &&                      \
+                            (m2[j] >= BN_TINY_VAR_##S * count || zero ||                 \
+                             (m2[j] == 0.0 && fabs(mu[j]) >= BN_TINY_MEAN_##S));         \
+                if (!sound)                                                              \
+                    column_stats_##S(n, c, x + j, mu + j, m2 + j);                       \
             }                                                                            \
-            na = total;                                                                  \
         }                                                                                \
-        /* A channel of zeros (a dead unit's) has mean 0 and m2 0 as the */              \
-        /* leaves give them, but so has one of values whose squares all */               \
-        /* underflow T: one pass counting the values that are not 0, which */            \
-        /* is vectorized across channels (the slow path's walk is not), */               \
-        /* tells. scale holds the counts until it is written below. */                   \
-        int zeros = 0;                                                                   \
-        for (size_t j = c0; j < c1; j++)                                                 \
-            zeros |= m2[j] == 0.0 && mu[j] == 0.0;                                       \
-        if (zeros)                                                                       \
-            L->bn_count_nonzero(n, c1 - c0, c, x + c0, scale + c0);                      \
-        for (size_t j = c0; j < c1; j++) {                                               \
-            int zero = zeros && m2[j] == 0.0 && mu[j] == 0.0 && scale[j] == 0;           \
-            int sound = bn_finite(mu[j]) && bn_finite(m2[j]) &&                          \
-                        (m2[j] >= BN_TINY_VAR_##S * count || zero ||                     \
-                         (m2[j] == 0.0 && fabs(mu[j]) >= BN_TINY_MEAN_##S));             \
-            if (!sound)                                                                  \
-                column_stats_##S(n, c, x + j, mu + j, m2 + j);                           \
-        }                                                                                \
-        for (size_t j = c0; j < c1; j++) {                                               \
-            double is = 1.0 / sqrt(m2[j] / count + eps);                                 \
-            mean[j] = (T)mu[j];                                                          \
-            invstd[j] = (T)is;                                                           \
-            scale[j] = (T)(weight != NULL ? is * (double)weight[j] : is);                \
-        }                                                                                \
-        if (n == 0)                                                                      \
-            return;                                                                      \
-        if (running_mean != NULL) {                                                      \
-            for (size_t j = c0; j < c1; j++)                                             \
-                running_mean[j] =                                                        \
-                    (T)((1.0 - momentum) * (double)running_mean[j] + momentum * mu[j]);  \
-        }                                                                                \
-        if (running_var != NULL) {                                                       \
-            for (size_t j = c0; j < c1; j++)                                             \
-                running_var[j] = (T)((1.0 - momentum) * (double)running_var[j] +         \
-                                     momentum * (m2[j] / count * unbias));               \
-        }                                                                                \
+        L->bn_factors(n, c0, c1, mu, m2, mean, invstd, scale, weight, eps, running_mean, \
+                      running_var, momentum);                                            \
     }                                                                                    \
     /* Blocks [k0, k1) of the forward's statistics pass. */                             \
     static void bn_train_blocks_##S(const norm_loops_##S *L, size_t n, size_t c,         \
@@ -792,44 +877,26 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
                             part + 2 * k * c, part + (2 * k + 1) * c);                   \
         }                                                                                \
     }                                                                                    \
-    /* Channels [c0, c1): the blocks' sums added in block order into block */           \
-    /* 0's, then the factors gx needs and the weight and bias gradients. */              \
-    static void bn_backward_finish_##S(size_t n, size_t c, size_t c0, size_t c1,        \
-                                       size_t blocks, double *part, T *gweight,          \
-                                       T *gbias, const T *gy, const T *x, const T *mean, \
-                                       const T *invstd, const T *weight, T *a, T *b,     \
-                                       T *scale)                                         \
+    /* Channels [c0, c1): the blocks' sums merged, then the factors gx */               \
+    /* needs and the weight and bias gradients. Where a leaf's products or */            \
+    /* sums in T overflowed, or the data hold inf or NaN, the channel is */              \
+    /* summed again in double, the reference's way. */                                   \
+    static void bn_backward_finish_##S(const norm_loops_##S *L, size_t n, size_t c,     \
+                                       size_t c0, size_t c1, size_t blocks, double *part, \
+                                       T *gweight, T *gbias, const T *gy, const T *x,    \
+                                       const T *mean, const T *invstd, const T *weight,  \
+                                       T *a, T *b, T *scale)                             \
     {                                                                                    \
-        double count = n > 0 ? (double)n : 1.0;                                          \
-        double *restrict sg = part, *restrict sgx = part + c;                            \
-        for (size_t k = 1; k < blocks; k++) {                                            \
-            const double *restrict sgk = part + 2 * k * c, *restrict sgxk = sgk + c;     \
+        double *sg = part, *sgx = part + c;                                              \
+        if (L->bn_grad_merge(c, c0, c1, blocks, part)) {                                 \
             for (size_t j = c0; j < c1; j++) {                                           \
-                sg[j] += sgk[j];                                                         \
-                sgx[j] += sgxk[j];                                                       \
+                if (!(bn_finite(sg[j]) && bn_finite(sgx[j])))                            \
+                    column_grad_sums_##S(n, c, gy + j, x + j, mean[j], invstd[j],        \
+                                         sg + j, sgx + j);                               \
             }                                                                            \
         }                                                                                \
-        /* a leaf's products or sums in T overflowed, or the data hold inf or */         \
-        /* NaN: the channel again in double, the reference's way */                      \
-        for (size_t j = c0; j < c1; j++) {                                               \
-            if (!(bn_finite(sg[j]) && bn_finite(sgx[j])))                                \
-                column_grad_sums_##S(n, c, gy + j, x + j, mean[j], invstd[j], sg + j,    \
-                                     sgx + j);                                           \
-        }                                                                                \
-        for (size_t j = c0; j < c1; j++) {                                               \
-            a[j] = (T)(sgx[j] / -count);                                                 \
-            b[j] = (T)(sg[j] / count);                                                   \
-        }                                                                                \
-        if (weight != NULL) {                                                            \
-            for (size_t j = c0; j < c1; j++) {                                           \
-                scale[j] = (T)(invstd[j] * weight[j]);                                   \
-                gweight[j] = (T)sgx[j];                                                  \
-                gbias[j] = (T)sg[j];                                                     \
-            }                                                                            \
-        } else {                                                                         \
-            for (size_t j = c0; j < c1; j++)                                             \
-                scale[j] = invstd[j];                                                    \
-        }                                                                                \
+        L->bn_grad_factors(n, c0, c1, sg, sgx, invstd, weight, a, b, scale, gweight,     \
+                           gbias);                                                       \
     }                                                                                    \
     int mg_batch_norm_backward_##S(size_t n, size_t c, T *gx, T *gweight, T *gbias,      \
                                    const T *gy, const T *x, const T *mean,               \
@@ -849,8 +916,8 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
         scale = b + c;                                                                   \
         if (!bn_use_threads(n, c, blocks)) {                                             \
             bn_backward_blocks_##S(L, n, c, rows, 0, blocks, gy, x, mean, invstd, part); \
-            bn_backward_finish_##S(n, c, 0, c, blocks, part, gweight, gbias, gy, x, mean, \
-                                   invstd, weight, a, b, scale);                         \
+            bn_backward_finish_##S(L, n, c, 0, c, blocks, part, gweight, gbias, gy, x,    \
+                                   mean, invstd, weight, a, b, scale);                   \
             L->bn_grad_input(n, c, c, gx, gy, x, mean, invstd, a, b, scale);             \
         } else {                                                                         \
             MG_OMP_PARALLEL                                                              \
@@ -860,8 +927,9 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
                                        invstd, part);                                    \
                 MG_OMP_BARRIER                                                           \
                 r = mg_thread_range(c, 16);                                              \
-                bn_backward_finish_##S(n, c, r.lo, r.lo + r.len, blocks, part, gweight,  \
-                                       gbias, gy, x, mean, invstd, weight, a, b, scale); \
+                bn_backward_finish_##S(L, n, c, r.lo, r.lo + r.len, blocks, part,        \
+                                       gweight, gbias, gy, x, mean, invstd, weight, a,   \
+                                       b, scale);                                        \
                 MG_OMP_BARRIER                                                           \
                 r = mg_thread_range(n, 1);                                               \
                 L->bn_grad_input(r.len, c, c, gx + r.lo * c, gy + r.lo * c, x + r.lo * c, \
