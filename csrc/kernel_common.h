@@ -65,6 +65,15 @@
  * every path. */
 #define MG_LANES 16
 
+/* For a helper too big for the compiler to inline on its own: inlined, it
+ * is compiled for the instruction set of each loop that calls it (and its
+ * constant arguments fold away); called, it would run the baseline's. */
+#if defined(__GNUC__)
+#define MG_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define MG_ALWAYS_INLINE inline
+#endif
+
 /* The MG_LANES partial sums of a reduction added in a fixed tree: the same
  * order whatever the instruction set or thread count, so results agree to
  * the bit. */

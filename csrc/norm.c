@@ -45,6 +45,7 @@
 /* Layer norm backward sums its weight and bias gradients over blocks of
  * this many rows, the unit of work of a thread. */
 #define LN_ROW_BLOCK ((size_t)64)
+#define LN_BLOCKS(r) (((r) + LN_ROW_BLOCK - 1) / LN_ROW_BLOCK)
 
 /* Row reductions, inlined into each instruction set's loops below. The
  * last, partial group of MG_LANES elements goes to the first lanes, so a
@@ -192,19 +193,44 @@ DEFINE_COLUMN_FALLBACKS(double, f64)
         *sum_g = pairwise8_##S(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);          \
         return pairwise8_##S(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);            \
     }                                                                                    \
-    /* Layer norm's leaf down a column: eight rows ld apart, each with its */            \
-    /* own mean and invstd; returns sum(gy * xhat), sum(gy) into *sum_g. */              \
-    static inline T ln_column_leaf_##S(const T *restrict gy, const T *restrict x,        \
-                                       size_t ld, const T *restrict mu,                  \
-                                       const T *restrict is, T *sum_g)                   \
+    /* Rows k and k + 1 of layer norm's gx, as ln_grad_input_row writes */               \
+    /* each with a weight, and in the same visit of each column those rows' */           \
+    /* share of the weight's and bias's leaves (p = gy * xhat and g = gy */              \
+    /* down eight rows, in pairwise8's order). The pair's `stage` in its */              \
+    /* leaf: 0 keeps its sums in lo, 1 adds them to lo (rows 0-3 done), 2 */             \
+    /* keeps them in hi, 3 adds lo + (hi + pair) to gw and gb in double. */              \
+    /* scratch holds lo and hi, 4 * d of T. stage is a constant at every */              \
+    /* call, so each inlined copy has no branch in its loop. */                          \
+    static MG_ALWAYS_INLINE void ln_grad_input_pair_##S(                                 \
+        int stage, size_t d, size_t k, T *restrict gx, const T *restrict gy,             \
+        const T *restrict x, const T *restrict w, const T *restrict mu,                  \
+        const T *restrict is, const T *restrict mean_g, const T *restrict neg_mean_gx,   \
+        T *restrict scratch, double *restrict gw, double *restrict gb)                   \
     {                                                                                    \
-        T g[8], p[8];                                                                    \
-        for (size_t q = 0; q < 8; q++) {                                                 \
-            g[q] = gy[q * ld];                                                           \
-            p[q] = g[q] * ((T)(x[q * ld] - mu[q]) * is[q]);                              \
+        T *restrict gx0 = gx + k * d, *restrict gx1 = gx0 + d;                           \
+        const T *restrict gy0 = gy + k * d, *restrict gy1 = gy0 + d;                     \
+        const T *restrict x0 = x + k * d, *restrict x1 = x0 + d;                         \
+        T *restrict lo_p = scratch, *restrict lo_g = lo_p + d;                           \
+        T *restrict hi_p = lo_g + d, *restrict hi_g = hi_p + d;                          \
+        T m0 = mu[k], m1 = mu[k + 1], s0 = is[k], s1 = is[k + 1];                        \
+        T a0 = neg_mean_gx[k], a1 = neg_mean_gx[k + 1];                                  \
+        T c0 = mean_g[k], c1 = mean_g[k + 1];                                            \
+        for (size_t j = 0; j < d; j++) {                                                 \
+            T xhat0 = (T)(x0[j] - m0) * s0, xhat1 = (T)(x1[j] - m1) * s1;                \
+            gx0[j] = (xhat0 * a0 + gy0[j] * w[j] - c0) * s0;                             \
+            gx1[j] = (xhat1 * a1 + gy1[j] * w[j] - c1) * s1;                             \
+            T p = gy0[j] * xhat0 + gy1[j] * xhat1, g = gy0[j] + gy1[j];                  \
+            if (stage == 0) {                                                            \
+                lo_p[j] = p, lo_g[j] = g;                                                \
+            } else if (stage == 1) {                                                     \
+                lo_p[j] += p, lo_g[j] += g;                                              \
+            } else if (stage == 2) {                                                     \
+                hi_p[j] = p, hi_g[j] = g;                                                \
+            } else {                                                                     \
+                gw[j] += (double)(lo_p[j] + (hi_p[j] + p));                              \
+                gb[j] += (double)(lo_g[j] + (hi_g[j] + g));                              \
+            }                                                                            \
         }                                                                                \
-        *sum_g = pairwise8_##S(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);          \
-        return pairwise8_##S(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);            \
     }                                                                                    \
     /* One row of layer norm's gx = (xhat * neg_mean_gx + g - mean_g) * is, */          \
     /* g = gy * w (or gy): the last pass of both backward loops. */                      \
@@ -548,15 +574,17 @@ static mg_range bn_block(size_t n, size_t rows, size_t k)
     }                                                                                    \
     /* Layer norm backward on `rows` (at most LN_ROW_BLOCK) rows of d by */              \
     /* leaves in T, summed in double: each row's sum(g) and sum(g * xhat) */             \
-    /* by leaves of eight elements MG_LANES apart, the weight's and bias's */            \
-    /* column sums by leaves of eight rows, then gx row by row. Returns 0, */            \
-    /* having written nothing but scratch, where a sum came out inf or NaN */            \
-    /* (a leaf overflowed T, or the data hold inf or NaN): the caller then */            \
-    /* takes the block by ln_backward, in double throughout. */                          \
+    /* by leaves of eight elements MG_LANES apart, then gx two rows at a */              \
+    /* time with the weight's and bias's column leaves of eight rows */                  \
+    /* (ln_grad_input_pair; scratch holds 4 * d of T for them). Returns 0 */             \
+    /* where a sum came out inf or NaN (a leaf overflowed T, or the data */              \
+    /* hold inf or NaN): the caller then takes the block by ln_backward, in */           \
+    /* double throughout, which writes all of gx and the sums again. */                  \
     static TARGET int ln_backward_leaves_##S##_##ISA(                                    \
         size_t rows, size_t d, T *restrict gx, double *restrict gw_part,                 \
-        double *restrict gb_part, const T *restrict gy, const T *restrict x,             \
-        const T *restrict mean, const T *restrict invstd, const T *restrict w)           \
+        double *restrict gb_part, T *restrict scratch, const T *restrict gy,             \
+        const T *restrict x, const T *restrict mean, const T *restrict invstd,           \
+        const T *restrict w)                                                             \
     {                                                                                    \
         double count = d > 0 ? (double)d : 1.0, check = 0.0;                             \
         T mean_g[LN_ROW_BLOCK], neg_mean_gx[LN_ROW_BLOCK];                               \
@@ -596,33 +624,36 @@ static mg_range bn_block(size_t n, size_t rows, size_t k)
             mean_g[i] = (T)(sum_g / count);                                              \
             neg_mean_gx[i] = (T)(sum_gx / -count);                                       \
         }                                                                                \
+        if (check != 0.0)                                                                \
+            return 0;                                                                    \
+        size_t i = 0;                                                                    \
         if (w != NULL) {                                                                 \
             for (size_t j = 0; j < d; j++)                                               \
                 gw_part[j] = gb_part[j] = 0.0;                                           \
-            size_t i = 0;                                                                \
             for (; i + BN_LEAF <= rows; i += BN_LEAF) {                                  \
-                const T *restrict g0 = gy + i * d, *restrict x0 = x + i * d;             \
-                for (size_t j = 0; j < d; j++) {                                         \
-                    T sg, sgx = ln_column_leaf_##S(g0 + j, x0 + j, d, mean + i,          \
-                                                   invstd + i, &sg);                     \
-                    gw_part[j] += sgx;                                                   \
-                    gb_part[j] += sg;                                                    \
-                }                                                                        \
+                ln_grad_input_pair_##S(0, d, i, gx, gy, x, w, mean, invstd, mean_g,      \
+                                       neg_mean_gx, scratch, gw_part, gb_part);          \
+                ln_grad_input_pair_##S(1, d, i + 2, gx, gy, x, w, mean, invstd, mean_g,  \
+                                       neg_mean_gx, scratch, gw_part, gb_part);          \
+                ln_grad_input_pair_##S(2, d, i + 4, gx, gy, x, w, mean, invstd, mean_g,  \
+                                       neg_mean_gx, scratch, gw_part, gb_part);          \
+                ln_grad_input_pair_##S(3, d, i + 6, gx, gy, x, w, mean, invstd, mean_g,  \
+                                       neg_mean_gx, scratch, gw_part, gb_part);          \
             }                                                                            \
-            for (; i < rows; i++) {                                                      \
-                const T *restrict gr = gy + i * d, *restrict xr = x + i * d;             \
+            for (size_t k = i; k < rows; k++) {                                          \
+                const T *restrict gr = gy + k * d, *restrict xr = x + k * d;             \
                 for (size_t j = 0; j < d; j++) {                                         \
-                    T xhat = (T)(xr[j] - mean[i]) * invstd[i];                           \
+                    T xhat = (T)(xr[j] - mean[k]) * invstd[k];                           \
                     gw_part[j] += (double)gr[j] * (double)xhat;                          \
                     gb_part[j] += gr[j];                                                 \
                 }                                                                        \
             }                                                                            \
             for (size_t j = 0; j < d; j++)                                               \
                 check += (gw_part[j] - gw_part[j]) + (gb_part[j] - gb_part[j]);          \
+            if (check != 0.0)                                                            \
+                return 0;                                                                \
         }                                                                                \
-        if (check != 0.0)                                                                \
-            return 0;                                                                    \
-        for (size_t i = 0; i < rows; i++)                                                \
+        for (; i < rows; i++)                                                            \
             ln_grad_input_row_##S(d, gx + i * d, gy + i * d, x + i * d, w, mean[i],      \
                                   invstd[i], mean_g[i], neg_mean_gx[i]);                 \
         return 1;                                                                        \
@@ -966,8 +997,10 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
         size_t rows = r - lo < LN_ROW_BLOCK ? r - lo : LN_ROW_BLOCK;                     \
         double *gw_part = part ? part + 2 * k * d : NULL;                                \
         double *gb_part = part ? part + (2 * k + 1) * d : NULL;                          \
-        if (!L->ln_backward_leaves(rows, d, gx + lo * d, gw_part, gb_part, gy + lo * d,  \
-                                   x + lo * d, mean + lo, invstd + lo, weight))          \
+        T *scratch = part ? (T *)(part + 2 * LN_BLOCKS(r) * d) + 4 * k * d : NULL;       \
+        if (!L->ln_backward_leaves(rows, d, gx + lo * d, gw_part, gb_part, scratch,      \
+                                   gy + lo * d, x + lo * d, mean + lo, invstd + lo,      \
+                                   weight))                                              \
             L->ln_backward(rows, d, gx + lo * d, gw_part, gb_part, gy + lo * d,          \
                            x + lo * d, mean + lo, invstd + lo, weight);                  \
     }                                                                                    \
@@ -976,10 +1009,11 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
                                    const T *invstd, const T *weight)                     \
     {                                                                                    \
         const norm_loops_##S *L = norm_loops_for_cpu_##S();                              \
-        size_t blocks = (r + LN_ROW_BLOCK - 1) / LN_ROW_BLOCK;                           \
+        size_t blocks = LN_BLOCKS(r);                                                    \
         double *part = NULL;                                                             \
         if (weight != NULL) {                                                            \
-            part = malloc(blocks * 2 * d * sizeof(double) + 1);                          \
+            /* per block: the sums, 2 * d doubles, and 4 * d of T of scratch */          \
+            part = malloc(blocks * d * (2 * sizeof(double) + 4 * sizeof(T)) + 1);        \
             if (part == NULL)                                                            \
                 return MG_ERR_NOMEM;                                                     \
         }                                                                                \
