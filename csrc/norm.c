@@ -19,7 +19,10 @@
  * - batch norm backward: one pass for sum(gy) and sum(gy * xhat), by leaves
  *   likewise, one to write gx.
  * - batch norm eval and layer norm: one pass over memory. Layer norm visits
- *   each row three times, forward and backward, but a row is in L1.
+ *   each row three times, forward and backward, but a row is in L1. Its
+ *   variance squares the deviations in the element type, by leaves of
+ *   eight, and sums those in double: a sum of squares has no cancellation
+ *   to fear (a row outside the element type's range is redone in double).
  *   Its backward's sums, along each row and down the columns for the weight
  *   and bias gradients, are by leaves of eight as well; a block of rows
  *   whose sums overflow the element type is redone in double.
@@ -143,6 +146,37 @@ DEFINE_COLUMN_FALLBACKS(double, f64)
     static inline T pairwise8_##S(T v0, T v1, T v2, T v3, T v4, T v5, T v6, T v7)        \
     {                                                                                    \
         return ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7));                        \
+    }                                                                                    \
+    /* Layer norm's sum((x - mu)^2) over a row: squares in T, by leaves of */            \
+    /* eight MG_LANES apart (as ln_row_leaf), added in double lanes; the */              \
+    /* last partial chunk in double. Squares of T have no cancellation to */             \
+    /* fear, so this is the double sum to a few units of T's last place, */              \
+    /* except where T's range runs out (an overflow, or a variance below */              \
+    /* BN_TINY_VAR): the row is then summed again in double. */                          \
+    static MG_ALWAYS_INLINE double ln_centered_sumsq_##S(size_t n, const T *restrict x,  \
+                                                         T mu)                       \
+    {                                                                                    \
+        double acc[MG_LANES] = {0};                                                      \
+        size_t i = 0, chunk = BN_LEAF * MG_LANES;                                        \
+        for (; i + chunk <= n; i += chunk) {                                             \
+            for (size_t l = 0; l < MG_LANES; l++) {                                      \
+                T q[8];                                                                  \
+                for (size_t k = 0; k < 8; k++) {                                         \
+                    T dev = x[i + l + k * MG_LANES] - mu;                                \
+                    q[k] = dev * dev;                                                    \
+                }                                                                        \
+                acc[l] += pairwise8_##S(q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7]); \
+            }                                                                            \
+        }                                                                                \
+        for (size_t l = 0; i + l < n; l++) {                                             \
+            double dev = (T)(x[i + l] - mu);                                             \
+            acc[l % MG_LANES] += dev * dev;                                              \
+        }                                                                                \
+        double m2 = mg_lanes_total(acc);                                                 \
+        int exact_constant = m2 == 0.0 && fabs((double)mu) >= BN_TINY_MEAN_##S;          \
+        if (bn_finite(m2) && (m2 >= BN_TINY_VAR_##S * (double)n || exact_constant))      \
+            return m2;                                                                   \
+        return row_centered_sumsq_##S(n, x, mu);                                         \
     }                                                                                    \
     /* The leaf's mean and m2 in double: the two-pass formula around the */              \
     /* leaf's mean rounded in T, mb, corrected for that rounding with the sum */         \
@@ -554,7 +588,7 @@ static mg_range bn_block(size_t n, size_t rows, size_t k)
             const T *restrict xr = x + i * d;                                            \
             T *restrict yr = y + i * d;                                                  \
             T mu = (T)(row_sum_##S(d, xr) / count);                                      \
-            T is = (T)(1.0 / sqrt(row_centered_sumsq_##S(d, xr, mu) / count + eps));     \
+            T is = (T)(1.0 / sqrt(ln_centered_sumsq_##S(d, xr, mu) / count + eps));      \
             mean[i] = mu;                                                                \
             invstd[i] = is;                                                              \
             if (w != NULL && b != NULL) {                                                \

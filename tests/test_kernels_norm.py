@@ -6,11 +6,13 @@ with rtol 2e-6 for float32 and 1e-11 for float64 and scale the largest
 
 - The statistics differ in summation order and method (C: batch norm by
   leaves of eight rows in the element type, corrected two-pass, merged in
-  double; layer norm by 16-lane sums along a row in double; the reference:
-  NumPy's pairwise sums and a two-pass variance in double), so mean and
-  invstd agree to an ulp or two of the element type; y inherits that.
-  Measured at 1024x1024: float32 invstd within 2 ulp, y within 8e-8 of the
-  scale, also with mean 1e4 and std 1; float64 within 8e-14 relative.
+  double; layer norm's mean by 16-lane sums along a row in double and its
+  variance by leaves of eight squares in the element type, summed in
+  double; the reference: NumPy's pairwise sums and a two-pass variance in
+  double), so mean and invstd agree to an ulp or two of the element type;
+  y inherits that. Measured at 1024x1024: float32 invstd within 2 ulp
+  (layer norm: 1 ulp, its mean exact), y within 1.5e-7 of the scale, also
+  with mean 1e4 and std 1; float64 within 8e-14 relative.
 - The backward takes mean and invstd as inputs and does the reference's
   arithmetic step for step; its sums differ in order and in the leaves'
   products and sums in the element type (both norms). Measured: float32
@@ -222,6 +224,33 @@ def test_batch_norm_leaves_out_of_float_range_take_the_double_path():
     want = REF.batch_norm_backward(gy, x, mean, invstd, w)
     for name, g, r in zip(("gx", "gweight", "gbias"), got, want, strict=True):
         close(g[..., [0, 1, 2, 6]], r[..., [0, 1, 2, 6]], 2e-6, what=f"backward {name}")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the reference overflows
+def test_layer_norm_variance_leaves_out_of_float_range_take_the_double_path():
+    """Layer norm squares deviations in the element type, by leaves of eight
+    (rows of 300: two whole chunks of 128 and a tail); rows where that
+    overflows (deviations of 1e20) or underflows (a variance of 1e-50) are
+    summed again in double and agree with the reference, float64 throughout.
+    eps = 0 so that the tiny variance is what invstd shows."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((6, 300)).astype(np.float32)
+    x[0] *= np.float32(1e20)  # squares overflow
+    x[1] *= np.float32(1e-25)  # squares underflow: variance 1e-50
+    x[2] = np.float32(-7.25)  # constant: variance exactly 0, fast path
+    x[3] = 0.0  # a zero row: variance exactly 0, by the double path
+    x[4] = np.float32(1e-30) * np.where(np.arange(300) % 2 == 0, 1, -1)  # mean 0, squares 0
+    w, b = _params(rng, 300, np.float32, True)
+    for eps in (0.0, EPS):
+        y, mean, invstd = C.layer_norm_forward(x, w, b, eps)
+        y_ref, mean_ref, invstd_ref = REF.layer_norm_forward(x, w, b, eps)
+        varying = [0, 1, 4, 5]
+        close(mean, mean_ref, 2e-6, what=f"mean, eps {eps}")
+        close(invstd[varying], invstd_ref[varying], 2e-6, what=f"invstd, eps {eps}")
+        close(y[varying], y_ref[varying], 2e-6, what=f"y, eps {eps}")
+        if eps == 0.0:
+            assert invstd[1] > 1e24 and invstd[4] > 1e29  # 1 / sqrt(var), not 1 / sqrt(0)
+            assert np.all(np.isinf(invstd[2:4]))  # variance exactly 0
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the reference overflows
