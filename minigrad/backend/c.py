@@ -269,12 +269,15 @@ def _check_status(kernel, status: int) -> None:
 def _fused_dtype(x, *optional):
     """x's dtype when x is a 2-D plain ndarray C takes and every array in
     ``optional`` is None or a plain ndarray of that dtype; else None."""
-    if type(x) is not np.ndarray or x.ndim != 2 or x.dtype not in _FUSED:
+    if type(x) is not np.ndarray or x.ndim != 2:
+        return None
+    dtype = x.dtype
+    if dtype not in _FUSED:
         return None
     for a in optional:
-        if a is not None and (type(a) is not np.ndarray or a.dtype != x.dtype):
+        if a is not None and (type(a) is not np.ndarray or a.dtype != dtype):
             return None
-    return x.dtype
+    return dtype
 
 
 def _check_vectors(op: str, length: int, **arrays) -> None:
@@ -636,9 +639,10 @@ def _writable_target(op: str, name: str, a):
     updated through a copy."""
     if a is None:
         return None, None
-    if not a.flags.writeable:
+    flags = a.flags
+    if not flags.writeable:
         raise ValueError(f"{op}: {name} is read-only but is updated in place")
-    if a.flags.c_contiguous and a.flags.aligned:
+    if flags.c_contiguous and flags.aligned:
         return a, None
     return np.array(a, order="C"), a
 
