@@ -19,13 +19,15 @@
  * - batch norm backward: one pass for sum(gy) and sum(gy * xhat), by leaves
  *   likewise, one to write gx.
  * - batch norm eval and layer norm: one pass over memory. Layer norm visits
- *   each row three times, forward and backward, but a row is in L1. Its
- *   variance squares the deviations in the element type, by leaves of
- *   eight, and sums those in double: a sum of squares has no cancellation
- *   to fear (a row outside the element type's range is redone in double).
- *   Its backward's sums, along each row and down the columns for the weight
- *   and bias gradients, are by leaves of eight as well; a block of rows
- *   whose sums overflow the element type is redone in double.
+ *   each row three times forward and twice backward, but a row is in L1
+ *   (the backward's block of 64 rows in L2). Its variance squares the
+ *   deviations in the element type, by leaves of eight, and sums those in
+ *   double: a sum of squares has no cancellation to fear (a row outside
+ *   the element type's range is redone in double). Its backward's sums,
+ *   along each row and down the columns for the weight and bias gradients,
+ *   are by leaves of eight as well, the column leaves formed as gx is
+ *   written; a block of rows whose sums overflow the element type is
+ *   redone in double.
  *
  * The arithmetic after the statistics follows the NumPy reference
  * (minigrad/backend/numpy.py) operation for operation, in the element type
