@@ -378,8 +378,8 @@ static inline double mg_gauss_scaled_f64(double x)
  * vector holds twice as many lanes as in double. Float needs less range:
  * Phi(-u) is below half the smallest subnormal (2^-150) from u = 14.36 on
  * and the slope's u phi(u) from u = 14.54, so 0 <= u <= 15 is enough. But
- * float's own rounding is now what limits the accuracy, so two results
- * come as an unevaluated sum hi + lo, which the caller folds in last.
+ * float's own rounding is now what limits the accuracy, so the Gaussian
+ * comes as an unevaluated sum hi + lo, which the caller folds in last.
  */
 typedef struct {
     float hi;
@@ -387,8 +387,8 @@ typedef struct {
 } mg_sum_f32;
 
 /*
- * h(u) = Phi(-u) / exp(-u^2 / 2) = erfcx(u / sqrt 2) / 2 for 0 <= u <= 15, as
- * hi + lo. It is taken as a function of u itself, not of u / sqrt(2), which
+ * h(u) = Phi(-u) / exp(-u^2 / 2) = erfcx(u / sqrt 2) / 2 for 0 <= u <= 15.
+ * It is taken as a function of u itself, not of u / sqrt(2), which
  * saves a rounded argument: h = r Q(t) with r = 1 / (u + 4) and
  * t = (u - 4) / (u + 4) = 1 - 8 r, which maps [0, 15] to [-1, 0.58], and
  * Q(t) = (u + 4) h(u), falling from 2 to 0.5, a polynomial of degree 9. Its
@@ -401,36 +401,24 @@ typedef struct {
  * degrees 6 to 12), 5 fits a little better (1.3e-8), but with 4, 8 r is
  * exact and so, for u <= 12, is t = 1 - 8 r (Sterbenz's lemma).
  *
- * Rounding, not the fit, is what costs: r Q(t) alone (hi) is off by up to
- * 3.5e-7 (5.1 ulp). Two repairs bring hi + lo to within 1.3e-7 (2.2 ulp;
- * both measured against mpmath on 8,200 points of [0, 15]):
- *
- * - The map. u + 4 rounds (for u near 0 it keeps only the high bits of u)
- *   and so does 1 / (u + 4): as computed, r and t belong to
- *   u_r = 1 / r - 4, not to u, and h moves by h'(u) (u - u_r), up to
- *   (u + 4) 2^-24 |h'|. But they belong to u_r exactly, so r Q(t) is h(u_r),
- *   and u - u_r = -sigma / r with sigma = 1 - (u + 4) r, which is exact in
- *   double (a product of two floats has 48 bits); one first-order step with
- *   h' = u h - 1 / sqrt(2 pi) goes back to h(u) (the step is at most
- *   2.1e-6 in u, so what the first order leaves is below 1e-11). With FMA
- *   (fused), sigma is formed in float instead: u + 4 = s + e by two-sum,
- *   then 1 - s r and - e r each in one rounding, which leaves sigma within
- *   an ulp of float and costs the correction nothing measurable, for a
- *   half the instructions of going through double.
- * - The last addition, of Q's constant term, which alone rounds by up to
- *   6e-8 relative where Q is just above 0.5: its error is kept exactly
- *   (Knuth's two-sum) and goes into lo, with the first-order step.
+ * Rounding, not the fit, is what costs: r Q(t) is off by up to 3.5e-7
+ * (5.1 ulp; measured against mpmath on 8,200 points of [0, 15]), mostly
+ * from two roundings. u + 4 keeps only the high bits of a small u, so r and
+ * t belong to a neighbour of u and h moves by up to (u + 4) 2^-24 |h'|; and
+ * the last addition, of Q's constant term, rounds by up to 6e-8 where Q is
+ * just above 0.5. Both can be repaired (a first-order step back from the
+ * neighbour, with the rounding of u + 4 kept by two-sum, and the addition's
+ * error kept by another), which brings h within 1.3e-7; measured here, that
+ * cost 28% of the float forward's time (on Zen 4, whose 512-bit arithmetic
+ * runs at half rate), for a forward within 3 ulp instead of 6 and a bound,
+ * 1e-6, met either way. So h is left as r Q(t).
  *
  * The other nine terms are summed in Estrin's order, 4 levels deep where
- * Horner's order takes 8 dependent steps. Horner's order for the lowest
- * few would round less (1.1e-7 for hi + lo) but made the loops 6-9%
- * slower: they wait on latency as much as on throughput.
- *
- * The slope, judged by its own bound rather than in ulp, takes hi alone,
- * and then the compiler drops the work that only lo needs. Beyond u = 15
- * the polynomial is not fitted; callers clamp.
+ * Horner's order takes 8 dependent steps: the loops wait on latency as much
+ * as on throughput. Beyond u = 15 the polynomial is not fitted; callers
+ * clamp.
  */
-static inline mg_sum_f32 mg_gauss_tail_ratio_f32(float u, int fused)
+static inline float mg_gauss_tail_ratio_f32(float u, int fused)
 {
     /* Q's coefficients, constant term first. */
     static const float c[10] = {
@@ -445,8 +433,7 @@ static inline mg_sum_f32 mg_gauss_tail_ratio_f32(float u, int fused)
         0.00017693566f,
         -0.00013204456f,
     };
-    float s = u + 4.0f;
-    float r = 1.0f / s;
+    float r = 1.0f / (u + 4.0f);
     float t = 1.0f - 8.0f * r;
     float t2 = t * t;
     float t4 = t2 * t2;
@@ -455,24 +442,8 @@ static inline mg_sum_f32 mg_gauss_tail_ratio_f32(float u, int fused)
     float g1 = mg_madd_f32(mg_madd_f32(c[8], t, c[7], fused), t2, mg_madd_f32(c[6], t, c[5], fused),
                            fused);
     float q = mg_madd_f32(c[9], t4 * t4, mg_madd_f32(g1, t4, g0, fused), fused);
-    float p = q * t;
-    float sum = c[0] + p; /* Q; sum_err = c[0] + p - sum exactly */
-    float sum_c0 = sum - p;
-    float sum_err = (c[0] - sum_c0) + (p - (sum - sum_c0));
-    float h = r * sum;
-    float sigma;
-    if (fused) {
-        /* 1 - (u + 4) r without double: u + 4 = s + e exactly (Knuth's
-         * two-sum), 1 - s r in one rounding, then the e r part */
-        float s_u = s - u;
-        float e = (u - (s - s_u)) + (4.0f - s_u);
-        sigma = fmaf(-e, r, fmaf(-s, r, 1.0f));
-    } else {
-        sigma = (float)(1.0 - ((double)u + 4.0) * (double)r);
-    }
 
-    return (mg_sum_f32){h, mg_madd_f32(r, sum_err, sigma * s * mg_madd_f32(-u, h, 0.3989422804f, fused),
-                                       fused)};
+    return r * mg_madd_f32(q, t, c[0], fused);
 }
 
 /*
