@@ -511,9 +511,8 @@ static mg_range bn_block(size_t n, size_t rows, size_t k)
     static TARGET void bn_factors_##S##_##ISA(                                           \
         size_t n, size_t c0, size_t c1, const double *restrict mu,                       \
         const double *restrict m2, T *restrict mean, T *restrict invstd,                 \
-        T *restrict scale,                                                               \
-        const T *restrict weight, double eps, T *restrict running_mean,                  \
-        T *restrict running_var, double momentum)                                        \
+        T *restrict scale, const T *restrict weight, double eps,                         \
+        T *restrict running_mean, T *restrict running_var, double momentum)              \
     {                                                                                    \
         double count = n > 0 ? (double)n : 1.0;                                          \
         double unbias = (double)n / (double)(n > 1 ? n - 1 : 1);                         \
