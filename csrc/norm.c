@@ -135,6 +135,21 @@ static inline int bn_finite(double v)
     return v - v == 0.0; /* false for inf and NaN */
 }
 
+/* Whether leaves' (mean, m2) of count values can be trusted (see
+ * BN_TINY_VAR): both finite, and m2 at least BN_TINY_VAR * count, or
+ * exactly 0 for a mean of at least BN_TINY_MEAN. Branch-free, so that loops
+ * over channels vectorize with it. */
+#define DEFINE_LEAVES_SOUND(S)                                                           \
+    static inline int leaves_sound_##S(double mu, double m2, double count)               \
+    {                                                                                    \
+        int exact_constant = (m2 == 0.0) & (fabs(mu) >= BN_TINY_MEAN_##S);               \
+        return bn_finite(mu) & bn_finite(m2) &                                           \
+               ((m2 >= BN_TINY_VAR_##S * count) | exact_constant);                       \
+    }
+
+DEFINE_LEAVES_SOUND(f32)
+DEFINE_LEAVES_SOUND(f64)
+
 DEFINE_COLUMN_FALLBACKS(float, f32)
 DEFINE_COLUMN_FALLBACKS(double, f64)
 
@@ -175,8 +190,7 @@ DEFINE_COLUMN_FALLBACKS(double, f64)
             acc[l % MG_LANES] += dev * dev;                                              \
         }                                                                                \
         double m2 = mg_lanes_total(acc);                                                 \
-        int exact_constant = m2 == 0.0 && fabs((double)mu) >= BN_TINY_MEAN_##S;          \
-        if (bn_finite(m2) && (m2 >= BN_TINY_VAR_##S * (double)n || exact_constant))      \
+        if (leaves_sound_##S((double)mu, m2, (double)n))                                 \
             return m2;                                                                   \
         return row_centered_sumsq_##S(n, x, mu);                                         \
     }                                                                                    \
@@ -495,14 +509,10 @@ static mg_range bn_block(size_t n, size_t rows, size_t k)
             }                                                                            \
             na = total;                                                                  \
         }                                                                                \
-        double tiny_m2 = BN_TINY_VAR_##S * (n > 0 ? (double)n : 1.0);                    \
-        double tiny_mean = BN_TINY_MEAN_##S;                                             \
+        double count = n > 0 ? (double)n : 1.0;                                          \
         int doubtful = 0;                                                                \
-        for (size_t j = c0; j < c1; j++) {                                               \
-            int exact_constant = (m2[j] == 0.0) & (fabs(mu[j]) >= tiny_mean);            \
-            doubtful |= !(bn_finite(mu[j]) & bn_finite(m2[j]) &                          \
-                          ((m2[j] >= tiny_m2) | exact_constant));                        \
-        }                                                                                \
+        for (size_t j = c0; j < c1; j++)                                                 \
+            doubtful |= !leaves_sound_##S(mu[j], m2[j], count);                          \
         return doubtful;                                                                 \
     }                                                                                    \
     /* Channels [c0, c1): mean, invstd and the scale y needs from the */                 \
@@ -846,10 +856,7 @@ static int bn_use_threads(size_t n, size_t c, size_t blocks)
                 L->bn_count_nonzero(n, c1 - c0, c, x + c0, scale + c0);                  \
             for (size_t j = c0; j < c1; j++) {                                           \
                 int zero = zeros && m2[j] == 0.0 && mu[j] == 0.0 && scale[j] == 0;       \
-                int sound = bn_finite(mu[j]) && bn_finite(m2[j]) &&                      \
-                            (m2[j] >= BN_TINY_VAR_##S * count || zero ||                 \
-                             (m2[j] == 0.0 && fabs(mu[j]) >= BN_TINY_MEAN_##S));         \
-                if (!sound)                                                              \
+                if (!zero && !leaves_sound_##S(mu[j], m2[j], count))                     \
                     column_stats_##S(n, c, x + j, mu + j, m2 + j);                       \
             }                                                                            \
         }                                                                                \
