@@ -266,43 +266,50 @@ def _check_status(kernel, status: int) -> None:
         raise _kernel_failed(kernel, status)
 
 
-def _fused_dtype(x, *optional):
-    """x's dtype when x is a 2-D plain ndarray C takes and every array in
-    ``optional`` is None or a plain ndarray of that dtype; else None."""
+def _matrix_dtype(x):
+    """x's dtype when x is a 2-D plain ndarray of a dtype C takes, else None."""
     if type(x) is not np.ndarray or x.ndim != 2:
         return None
     dtype = x.dtype
-    if dtype not in _FUSED:
-        return None
-    for a in optional:
-        if a is not None and (type(a) is not np.ndarray or a.dtype != dtype):
-            return None
-    return dtype
+    return dtype if dtype in _FUSED else None
 
 
-def _check_vectors(op: str, length: int, **arrays) -> None:
-    """Each of ``arrays`` is None or has shape (length,)."""
-    shape = (length,)
-    for name, a in arrays.items():
-        if a is not None and _shape(a) != shape:
-            raise ValueError(f"{op}: {name} must have shape ({length},), got {_shape(a)}")
-
-
-def _vector_ptrs(op: str, ctype, length: int, *named) -> list:
-    """C pointers for C to read (NULL for None) to (name, array) pairs that are
-    None or arrays of shape (length,) of ctype's dtype, copied only if strided.
-    A cffi pointer from ``from_buffer`` keeps its array alive."""
+def _vector_ptrs(op: str, dtype, length: int, read: tuple, updated: tuple = ()) -> list | None:
+    """C pointers (NULL for None) to a norm kernel's per-channel or per-row
+    arrays: ``read`` and ``updated`` are (name, array) pairs, each array None
+    or of shape (length,), that C reads or updates in place. A strided array C
+    only reads is copied. None when C cannot take one of them (not a plain
+    ndarray of ``dtype``, or a strided array to update): the reference then
+    takes the call, which reports a wrong dtype and updates any writable array.
+    A pointer from from_buffer keeps its array alive."""
+    ctype = _CTYPES[dtype]
     shape = (length,)
     ptrs = []
-    for name, a in named:
+    for name, a in read:
         if a is None:
             ptrs.append(_NULL)
             continue
+        if type(a) is not np.ndarray or a.dtype != dtype:
+            return None
         if a.shape != shape:
             raise ValueError(f"{op}: {name} must have shape ({length},), got {a.shape}")
         flags = a.flags
         if not (flags.c_contiguous and flags.aligned):
             a = np.array(a, order="C")
+        ptrs.append(_from_buffer(ctype, a))
+    for name, a in updated:
+        if a is None:
+            ptrs.append(_NULL)
+            continue
+        if type(a) is not np.ndarray or a.dtype != dtype:
+            return None
+        if a.shape != shape:
+            raise ValueError(f"{op}: {name} must have shape ({length},), got {a.shape}")
+        flags = a.flags
+        if not flags.writeable:
+            raise ValueError(f"{op}: {name} is read-only but is updated in place")
+        if not (flags.c_contiguous and flags.aligned):
+            return None
         ptrs.append(_from_buffer(ctype, a))
     return ptrs
 
@@ -633,20 +640,6 @@ def _pointer_array(dtype, arrays: list):
     return ffi.new(_POINTER_ARRAYS[dtype], [ffi.from_buffer(ctype, a) for a in arrays])
 
 
-def _writable_target(op: str, name: str, a):
-    """(array C writes, array to copy it back into or None) for an array a
-    kernel updates in place; C needs a C-layout buffer, so a strided one is
-    updated through a copy."""
-    if a is None:
-        return None, None
-    flags = a.flags
-    if not flags.writeable:
-        raise ValueError(f"{op}: {name} is read-only but is updated in place")
-    if flags.c_contiguous and flags.aligned:
-        return a, None
-    return np.array(a, order="C"), a
-
-
 def _run_unary(k: _Kernels, kernel, x: np.ndarray, *params) -> np.ndarray:
     """``y = kernel(x, *params)`` elementwise, into a new array shaped like x."""
     x = _c_layout(x)
@@ -859,25 +852,31 @@ class CBackend(NumpyBackend):
         return _run_binary(k, k.gelu_backward, gy, x, form)
 
     # -- normalization ----------------------------------------------------------
+    # Each call checks and converts its per-channel (or per-row) arrays in one
+    # loop, _vector_ptrs; a ``False`` or None from it means the reference's path.
     def batch_norm_forward_train(
         self, x, weight, bias, eps, running_mean=None, running_var=None, momentum=0.1
     ):
         op = "batch_norm_forward_train"
-        dtype = _fused_dtype(x, weight, bias, running_mean, running_var)
-        if dtype is None:
+        dtype = _matrix_dtype(x)
+        ptrs = dtype is not None and _vector_ptrs(
+            op,
+            dtype,
+            x.shape[1],
+            (("weight", weight), ("bias", bias)),
+            (("running_mean", running_mean), ("running_var", running_var)),
+        )
+        if not ptrs:
             return super().batch_norm_forward_train(
                 x, weight, bias, eps, running_mean, running_var, momentum
             )
         n, c = x.shape
         ctype = _CTYPES[dtype]
-        w, b = _vector_ptrs(op, ctype, c, ("weight", weight), ("bias", bias))
-        _check_vectors(op, c, running_mean=running_mean, running_var=running_var)
-        rm, rm_back = _writable_target(op, "running_mean", running_mean)
-        rv, rv_back = _writable_target(op, "running_var", running_var)
         x = _c_layout(x)
         y = pool.empty((n, c), dtype)
         mean = np.empty(c, dtype)
         invstd = np.empty(c, dtype)
+        w, b, rm, rv = ptrs
         kernel = _FUSED[dtype][op]
         status = kernel(
             n,
@@ -889,92 +888,59 @@ class CBackend(NumpyBackend):
             w,
             b,
             float(eps),
-            _ptr(ctype, rm),
-            _ptr(ctype, rv),
+            rm,
+            rv,
             float(momentum),
         )
         if status != 0:
             raise _kernel_failed(kernel, status)
-        if rm_back is not None:
-            rm_back[...] = rm
-        if rv_back is not None:
-            rv_back[...] = rv
         return y, mean, invstd
 
     def batch_norm_forward_eval(self, x, running_mean, running_var, weight, bias, eps):
         op = "batch_norm_forward_eval"
-        dtype = _fused_dtype(x, running_mean, running_var, weight, bias)
-        if dtype is None or running_mean is None or running_var is None:
+        dtype = _matrix_dtype(x)
+        ptrs = (
+            dtype is not None
+            and running_mean is not None
+            and running_var is not None
+            and _vector_ptrs(
+                op,
+                dtype,
+                x.shape[1],
+                (
+                    ("running_mean", running_mean),
+                    ("running_var", running_var),
+                    ("weight", weight),
+                    ("bias", bias),
+                ),
+            )
+        )
+        if not ptrs:
             return super().batch_norm_forward_eval(x, running_mean, running_var, weight, bias, eps)
         n, c = x.shape
-        _check_vectors(
-            op, c, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias
-        )
         ctype = _CTYPES[dtype]
-        x, running_mean, running_var = _c_layout(x), _c_layout(running_mean), _c_layout(running_var)
-        weight = None if weight is None else _c_layout(weight)
-        bias = None if bias is None else _c_layout(bias)
+        x = _c_layout(x)
         y = pool.empty((n, c), dtype)
-        kernel = _FUSED[dtype]["batch_norm_forward_eval"]
-        status = kernel(
-            n,
-            c,
-            ffi.from_buffer(ctype, y),
-            ffi.from_buffer(ctype, x),
-            ffi.from_buffer(ctype, running_mean),
-            ffi.from_buffer(ctype, running_var),
-            _ptr(ctype, weight),
-            _ptr(ctype, bias),
-            float(eps),
-        )
-        _check_status(kernel, status)
-        return y
-
-    def _norm_backward(self, op, gy, x, mean, invstd, weight, stats_len, params_len):
-        """The shared body of batch_norm_backward and layer_norm_backward."""
-        dtype = x.dtype
-        ctype = _CTYPES[dtype]
-        m, s = _vector_ptrs(op, ctype, stats_len, ("mean", mean), ("invstd", invstd))
-        (w,) = _vector_ptrs(op, ctype, params_len, ("weight", weight))
-        gy, x = _c_layout(gy), _c_layout(x)
-        gx = pool.empty(x.shape, dtype)
-        gweight = gbias = None
-        if weight is not None:
-            gweight = np.empty(params_len, dtype)
-            gbias = np.empty(params_len, dtype)
         kernel = _FUSED[dtype][op]
-        status = kernel(
-            x.shape[0],
-            x.shape[1],
-            _from_buffer(ctype, gx),
-            _ptr(ctype, gweight),
-            _ptr(ctype, gbias),
-            _from_buffer(ctype, gy),
-            _from_buffer(ctype, x),
-            m,
-            s,
-            w,
-        )
+        status = kernel(n, c, _from_buffer(ctype, y), _from_buffer(ctype, x), *ptrs, float(eps))
         if status != 0:
             raise _kernel_failed(kernel, status)
-        return gx, gweight, gbias
+        return y
 
     def batch_norm_backward(self, gy, x, mean, invstd, weight):
-        op = "batch_norm_backward"
-        _check_same_shape(op, gy, "x", x)
-        if _fused_dtype(x, gy, mean, invstd, weight) is None:
-            return super().batch_norm_backward(gy, x, mean, invstd, weight)
-        c = x.shape[1]
-        return self._norm_backward(op, gy, x, mean, invstd, weight, c, c)
+        c = x.shape[1] if type(x) is np.ndarray and x.ndim == 2 else 0
+        return self._norm_backward("batch_norm_backward", gy, x, mean, invstd, weight, c, c)
 
     def layer_norm_forward(self, x, weight, bias, eps):
         op = "layer_norm_forward"
-        dtype = _fused_dtype(x, weight, bias)
-        if dtype is None:
+        dtype = _matrix_dtype(x)
+        ptrs = dtype is not None and _vector_ptrs(
+            op, dtype, x.shape[1], (("weight", weight), ("bias", bias))
+        )
+        if not ptrs:
             return super().layer_norm_forward(x, weight, bias, eps)
         r, d = x.shape
         ctype = _CTYPES[dtype]
-        w, b = _vector_ptrs(op, ctype, d, ("weight", weight), ("bias", bias))
         x = _c_layout(x)
         y = pool.empty((r, d), dtype)
         mean = np.empty(r, dtype)
@@ -987,8 +953,7 @@ class CBackend(NumpyBackend):
             _from_buffer(ctype, mean),
             _from_buffer(ctype, invstd),
             _from_buffer(ctype, x),
-            w,
-            b,
+            *ptrs,
             float(eps),
         )
         if status != 0:
@@ -996,12 +961,45 @@ class CBackend(NumpyBackend):
         return y, mean, invstd
 
     def layer_norm_backward(self, gy, x, mean, invstd, weight):
-        op = "layer_norm_backward"
-        _check_same_shape(op, gy, "x", x)
-        if _fused_dtype(x, gy, mean, invstd, weight) is None:
-            return super().layer_norm_backward(gy, x, mean, invstd, weight)
-        r, d = x.shape
-        return self._norm_backward(op, gy, x, mean, invstd, weight, r, d)
+        r, d = x.shape if type(x) is np.ndarray and x.ndim == 2 else (0, 0)
+        return self._norm_backward("layer_norm_backward", gy, x, mean, invstd, weight, r, d)
+
+    def _norm_backward(self, op, gy, x, mean, invstd, weight, stats_len, params_len):
+        """batch_norm_backward and layer_norm_backward: mean and invstd have
+        stats_len entries, weight params_len."""
+        if type(gy) is np.ndarray and type(x) is np.ndarray and gy.shape == x.shape:
+            dtype = _matrix_dtype(x) if gy.dtype == x.dtype else None
+        else:
+            _check_same_shape(op, gy, "x", x)  # raises unless they have one shape
+            dtype = None
+        ptrs = dtype is not None and _vector_ptrs(
+            op, dtype, stats_len, (("mean", mean), ("invstd", invstd))
+        )
+        weight_ptr = ptrs and _vector_ptrs(op, dtype, params_len, (("weight", weight),))
+        if not weight_ptr:
+            return getattr(super(), op)(gy, x, mean, invstd, weight)
+        ctype = _CTYPES[dtype]
+        gy, x = _c_layout(gy), _c_layout(x)
+        gx = pool.empty(x.shape, dtype)
+        gweight = gbias = None
+        if weight is not None:
+            gweight = np.empty(params_len, dtype)
+            gbias = np.empty(params_len, dtype)
+        kernel = _FUSED[dtype][op]
+        status = kernel(
+            x.shape[0],
+            x.shape[1],
+            _from_buffer(ctype, gx),
+            _ptr_out(ctype, gweight),
+            _ptr_out(ctype, gbias),
+            _from_buffer(ctype, gy),
+            _from_buffer(ctype, x),
+            *ptrs,
+            *weight_ptr,
+        )
+        if status != 0:
+            raise _kernel_failed(kernel, status)
+        return gx, gweight, gbias
 
     # -- gradient clipping ----------------------------------------------------
     def sum_squares(self, arrays):
@@ -1035,7 +1033,7 @@ class CBackend(NumpyBackend):
         return None
 
     def row_norms(self, x):
-        dtype = _fused_dtype(x)
+        dtype = _matrix_dtype(x)
         if dtype is None:
             return super().row_norms(x)
         x = _c_layout(x)
