@@ -125,3 +125,37 @@ def test_bench_command_quick_run(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "| relu_forward | 128x512 |" in out.stdout
     assert (tmp_path / "b.png").stat().st_size > 1000
+
+
+# bench/conftest.py registers the benchmarks' `large` mark, which this suite does not load
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")
+def test_op_path_splits_a_step_into_python_and_kernels():
+    from minigrad.bench_command import BENCH_DIR
+
+    if not (BENCH_DIR / "op_path.py").exists():
+        pytest.skip("bench/ is part of the source checkout only")
+    if "c" not in mg.backend._BACKENDS:
+        pytest.skip("the C backend is not built")
+    import importlib.util
+
+    from minigrad.backend import c as cbackend
+
+    spec = importlib.util.spec_from_file_location("minigrad_op_path", BENCH_DIR / "op_path.py")
+    op_path = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(op_path)
+    kernels = dict(cbackend._KERNELS)
+    fused = {dtype: dict(table) for dtype, table in cbackend._FUSED.items()}
+    previous = mg.get_backend()
+    mg.set_backend("c")
+    try:
+        timers = op_path._KernelTimers()
+        x, g = op_path.acts._inputs((256, 256))
+        t = op_path.split(op_path.acts._step("c", "sigmoid", x, g), 2, timers, 0.0)
+    finally:
+        mg.set_backend(previous)
+    assert len(t["step"]) == len(t["kernels"]) == 2
+    # the kernels ran inside the timed steps, and took part of each step, not all of it
+    assert all(0 < k < s for k, s in zip(t["kernels"], t["step"], strict=True))
+    # and the backend calls its own kernels again afterwards
+    assert kernels == cbackend._KERNELS
+    assert {dtype: dict(table) for dtype, table in cbackend._FUSED.items()} == fused
