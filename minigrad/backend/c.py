@@ -285,32 +285,25 @@ def _vector_ptrs(op: str, dtype, length: int, read: tuple, updated: tuple = ()) 
     ctype = _CTYPES[dtype]
     shape = (length,)
     ptrs = []
-    for name, a in read:
-        if a is None:
-            ptrs.append(_NULL)
-            continue
-        if type(a) is not np.ndarray or a.dtype != dtype:
-            return None
-        if a.shape != shape:
-            raise ValueError(f"{op}: {name} must have shape ({length},), got {a.shape}")
-        flags = a.flags
-        if not (flags.c_contiguous and flags.aligned):
-            a = np.array(a, order="C")
-        ptrs.append(_from_buffer(ctype, a))
-    for name, a in updated:
-        if a is None:
-            ptrs.append(_NULL)
-            continue
-        if type(a) is not np.ndarray or a.dtype != dtype:
-            return None
-        if a.shape != shape:
-            raise ValueError(f"{op}: {name} must have shape ({length},), got {a.shape}")
-        flags = a.flags
-        if not flags.writeable:
-            raise ValueError(f"{op}: {name} is read-only but is updated in place")
-        if not (flags.c_contiguous and flags.aligned):
-            return None
-        ptrs.append(_from_buffer(ctype, a))
+    for updating, named in ((False, read), (True, updated)):
+        for name, a in named:
+            if a is None:
+                ptrs.append(_NULL)
+                continue
+            if type(a) is not np.ndarray or a.dtype != dtype:
+                return None
+            if a.shape != shape:
+                raise ValueError(f"{op}: {name} must have shape ({length},), got {a.shape}")
+            flags = a.flags
+            laid_out = flags.c_contiguous and flags.aligned
+            if updating:
+                if not flags.writeable:
+                    raise ValueError(f"{op}: {name} is read-only but is updated in place")
+                if not laid_out:
+                    return None
+            elif not laid_out:
+                a = np.array(a, order="C")
+            ptrs.append(_from_buffer(ctype, a))
     return ptrs
 
 
