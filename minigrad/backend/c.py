@@ -279,9 +279,9 @@ def _vector_ptrs(op: str, dtype, length: int, read: tuple, updated: tuple = ()) 
     arrays: ``read`` and ``updated`` are (name, array) pairs, each array None
     or of shape (length,), that C reads or updates in place. A strided array C
     only reads is copied. None when C cannot take one of them (not a plain
-    ndarray of ``dtype``, or a strided array to update): the reference then
-    takes the call, which reports a wrong dtype and updates any writable array.
-    A pointer from from_buffer keeps its array alive."""
+    ndarray of ``dtype``, or a strided array to update): the NumPy reference
+    then takes the call, as it takes any dtype and updates any writable array
+    in place. A pointer from from_buffer keeps its array alive."""
     ctype = _CTYPES[dtype]
     shape = (length,)
     ptrs = []
