@@ -51,7 +51,7 @@ class _KernelTimers:
     fused kernels) while active, for every dtype."""
 
     def __init__(self) -> None:
-        self.plain = {dtype: k for dtype, k in cbackend._KERNELS.items()}
+        self.plain = dict(cbackend._KERNELS)
         self.plain_fused = {dtype: dict(table) for dtype, table in cbackend._FUSED.items()}
         self.timed = {
             dtype: k._replace(**{f: _timed(getattr(k, f)) for f in k._fields if f != "ctype"})
