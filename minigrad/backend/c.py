@@ -294,15 +294,14 @@ def _vector_ptrs(op: str, dtype, length: int, read: tuple, updated: tuple = ()) 
                 return None
             if a.shape != shape:
                 raise ValueError(f"{op}: {name} must have shape ({length},), got {a.shape}")
-            flags = a.flags
-            laid_out = flags.c_contiguous and flags.aligned
             if updating:
+                flags = a.flags
                 if not flags.writeable:
                     raise ValueError(f"{op}: {name} is read-only but is updated in place")
-                if not laid_out:
+                if not (flags.c_contiguous and flags.aligned):
                     return None
-            elif not laid_out:
-                a = np.array(a, order="C")
+            else:
+                a = _c_layout(a)
             ptrs.append(_from_buffer(ctype, a))
     return ptrs
 
@@ -921,8 +920,7 @@ class CBackend(NumpyBackend):
         return y
 
     def batch_norm_backward(self, gy, x, mean, invstd, weight):
-        c = x.shape[1] if type(x) is np.ndarray and x.ndim == 2 else 0
-        return self._norm_backward("batch_norm_backward", gy, x, mean, invstd, weight, c, c)
+        return self._norm_backward("batch_norm_backward", gy, x, mean, invstd, weight, 1)
 
     def layer_norm_forward(self, x, weight, bias, eps):
         op = "layer_norm_forward"
@@ -954,20 +952,21 @@ class CBackend(NumpyBackend):
         return y, mean, invstd
 
     def layer_norm_backward(self, gy, x, mean, invstd, weight):
-        r, d = x.shape if type(x) is np.ndarray and x.ndim == 2 else (0, 0)
-        return self._norm_backward("layer_norm_backward", gy, x, mean, invstd, weight, r, d)
+        return self._norm_backward("layer_norm_backward", gy, x, mean, invstd, weight, 0)
 
-    def _norm_backward(self, op, gy, x, mean, invstd, weight, stats_len, params_len):
-        """batch_norm_backward and layer_norm_backward: mean and invstd have
-        stats_len entries, weight params_len."""
+    def _norm_backward(self, op, gy, x, mean, invstd, weight, stats_axis):
+        """batch_norm_backward and layer_norm_backward: mean and invstd have an
+        entry per index of x's ``stats_axis`` (1, channels, for batch norm; 0,
+        rows, for layer norm), weight one per column."""
         if type(gy) is np.ndarray and type(x) is np.ndarray and gy.shape == x.shape:
             dtype = _matrix_dtype(x) if gy.dtype == x.dtype else None
         else:
             _check_same_shape(op, gy, "x", x)  # raises unless they have one shape
             dtype = None
         ptrs = dtype is not None and _vector_ptrs(
-            op, dtype, stats_len, (("mean", mean), ("invstd", invstd))
+            op, dtype, x.shape[stats_axis], (("mean", mean), ("invstd", invstd))
         )
+        params_len = x.shape[1]
         weight_ptr = ptrs and _vector_ptrs(op, dtype, params_len, (("weight", weight),))
         if not weight_ptr:
             return getattr(super(), op)(gy, x, mean, invstd, weight)
