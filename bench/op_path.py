@@ -6,9 +6,10 @@ functional, autograd, the backend's checks and buffers) or in the C kernels.
 Every round times the same API step as bench_activations_api.py and
 bench_norms.py twice, in turn: plain, and with each C kernel call wrapped in
 a timer that adds the call's wall time to a total. The kernels' time is that
-total per step, less the wrapped cost of an empty kernel call (0 elements) for
-each call, so the timers and cffi's own call overhead count as Python;
-Python's time is the plain step less the kernels'. Both come from the same
+total per step, less what the timer records for an empty kernel call (0
+elements) for each call, so cffi's own call overhead counts as Python and the
+timer's cost counts nowhere; Python's time is the plain step less the
+kernels'. Both come from the same
 round, and a row reports medians over the rounds, the ratio with its
 quartiles. The kernels are timed where they run, inside the step, with the
 caches as the step leaves them.
@@ -75,16 +76,18 @@ class _KernelTimers:
 
 
 def _empty_call_seconds() -> float:
-    """The wrapped cost of a kernel call on 0 elements."""
+    """What a timer records for a kernel call on 0 elements: cffi's call
+    overhead and the timer's own, which is subtracted from every call so that
+    only the time spent in C counts as the kernels'."""
     kernel = _timed(cbackend._KERNELS[np.dtype(np.float32)].relu_forward)
     null = cbackend.ffi.NULL
     calls = 20000
     best = np.inf
     for _ in range(5):
-        start = time.perf_counter()
+        _clock[:] = [0.0, 0]
         for _ in range(calls):
             kernel(0, null, null)
-        best = min(best, (time.perf_counter() - start) / calls)
+        best = min(best, _clock[0] / calls)
     _clock[:] = [0.0, 0]
     return best
 
@@ -137,8 +140,9 @@ def main() -> None:
     info = mg.backend_info()
     print(
         f"{args.rounds} rounds at {shape[0]}x{shape[1]} float32, C backend {info['simd_level']} "
-        f"with {info['num_threads']} threads; an empty kernel call costs "
-        f"{empty_call * 1e6:.2f} us and counts as Python; medians in microseconds.\n"
+        f"with {info['num_threads']} threads; a timer records "
+        f"{empty_call * 1e6:.2f} us for an empty kernel call, which counts as Python; "
+        "medians in microseconds.\n"
     )
     print("| op | step (us) | kernels (us) | Python (us) | Python / kernels |")
     print("|---|---:|---:|---:|---:|")
