@@ -44,16 +44,18 @@ class ArrayPool:
 
     def empty(self, shape: tuple, dtype: np.dtype) -> np.ndarray:
         """An uninitialized C-contiguous array, like ``np.empty(shape, dtype)``."""
+        # The steady state of a training loop first: a free array of this kind.
+        key = (shape, dtype)
+        arrays = self._arrays.get(key)
+        if arrays is not None:
+            for a in arrays:
+                if sys.getrefcount(a) <= self._unused:
+                    return a
         nbytes = prod(shape) * dtype.itemsize
         if nbytes < MIN_BYTES:
             return np.empty(shape, dtype)
-        key = (shape, dtype)
-        arrays = self._arrays.get(key)
         if arrays is None:
             arrays = self._arrays[key] = []
-        for a in arrays:
-            if sys.getrefcount(a) <= self._unused:
-                return a
         a = np.empty(shape, dtype)
         if self.bytes + nbytes > self.max_bytes:
             self.release_unused()
