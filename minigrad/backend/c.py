@@ -201,26 +201,6 @@ def _gemm_operand(g: _Gemm, x: np.ndarray, trans: bool):
     return ffi.from_buffer(g.ctype, x), cols or 1, trans, x
 
 
-def _kernels(x) -> _Kernels | None:
-    """The kernels for x's dtype, or None if C cannot take x.
-
-    Only plain ndarrays go to C: a subclass (a masked array, say) may mean
-    more than its buffer says, and NumPy's own ufuncs know how to handle it.
-    """
-    return _KERNELS.get(x.dtype) if type(x) is np.ndarray else None
-
-
-def _kernels_for_pair(op: str, gy, name: str, saved) -> _Kernels | None:
-    """The kernels for a backward's two arrays, or None unless both can go to C;
-    raises unless they have one shape."""
-    if type(gy) is not np.ndarray or type(saved) is not np.ndarray:
-        _check_same_shape(op, gy, name, saved)
-        return None
-    if gy.shape != saved.shape:
-        _check_same_shape(op, gy, name, saved)
-    return _KERNELS.get(gy.dtype) if gy.dtype == saved.dtype else None
-
-
 def _c_layout(a: np.ndarray) -> np.ndarray:
     """``a`` itself when C can read it as a flat buffer, else a C-ordered copy.
 
@@ -632,26 +612,54 @@ def _pointer_array(dtype, arrays: list):
     return ffi.new(_POINTER_ARRAYS[dtype], [ffi.from_buffer(ctype, a) for a in arrays])
 
 
-def _run_unary(k: _Kernels, kernel, x: np.ndarray, *params) -> np.ndarray:
-    """``y = kernel(x, *params)`` elementwise, into a new array shaped like x."""
-    x = _c_layout(x)
+def _unary(op: str, x, *params) -> np.ndarray | None:
+    """``y = op(x, *params)`` elementwise by the C kernel ``op`` for x's dtype,
+    into a new array shaped like x; None when C cannot take x.
+
+    Only plain ndarrays go to C: a subclass (a masked array, say) may mean
+    more than its buffer says, and NumPy's own ufuncs know how to handle it.
+    This and ``_binary`` run for every activation an op computes, so they test
+    the layout themselves (what ``_c_layout`` does) rather than call it."""
+    k = _KERNELS.get(x.dtype) if type(x) is np.ndarray else None
+    if k is None:
+        return None
+    flags = x.flags
+    if not (flags.c_contiguous and flags.aligned):
+        x = np.array(x, order="C")
+    kernel, ctype = getattr(k, op), k.ctype
     y = pool.empty(x.shape, x.dtype)
-    status = kernel(x.size, ffi.from_buffer(k.ctype, y), ffi.from_buffer(k.ctype, x), *params)
+    status = kernel(x.size, _from_buffer(ctype, y), _from_buffer(ctype, x), *params)
     if status != 0:
         raise _kernel_failed(kernel, status)
     return y
 
 
-def _run_binary(k: _Kernels, kernel, gy: np.ndarray, saved: np.ndarray, *params) -> np.ndarray:
-    """``gx = kernel(gy, saved, *params)`` elementwise; gy and saved have one shape."""
-    gy = _c_layout(gy)
-    saved = _c_layout(saved)
-    gx = pool.empty(gy.shape, gy.dtype)
+def _binary(op: str, gy, name: str, saved, *params) -> np.ndarray | None:
+    """``gx = op(gy, saved, *params)`` elementwise by the C kernel ``op``, into
+    a new array; None unless both arrays can go to C. Raises unless gy and the
+    array called ``name`` have one shape."""
+    if type(gy) is not np.ndarray or type(saved) is not np.ndarray:
+        _check_same_shape(op, gy, name, saved)
+        return None
+    shape, dtype = gy.shape, gy.dtype
+    if shape != saved.shape:
+        _check_same_shape(op, gy, name, saved)
+    k = _KERNELS.get(dtype) if dtype == saved.dtype else None
+    if k is None:
+        return None
+    flags = gy.flags
+    if not (flags.c_contiguous and flags.aligned):
+        gy = np.array(gy, order="C")
+    flags = saved.flags
+    if not (flags.c_contiguous and flags.aligned):
+        saved = np.array(saved, order="C")
+    kernel, ctype = getattr(k, op), k.ctype
+    gx = pool.empty(shape, dtype)
     status = kernel(
-        gy.size,
-        ffi.from_buffer(k.ctype, gx),
-        ffi.from_buffer(k.ctype, gy),
-        ffi.from_buffer(k.ctype, saved),
+        gx.size,
+        _from_buffer(ctype, gx),
+        _from_buffer(ctype, gy),
+        _from_buffer(ctype, saved),
         *params,
     )
     if status != 0:
@@ -782,66 +790,44 @@ class CBackend(NumpyBackend):
 
     # -- elementwise activations ------------------------------------------------
     def relu_forward(self, x):
-        k = _kernels(x)
-        if k is None:
-            return super().relu_forward(x)
-        return _run_unary(k, k.relu_forward, x)
+        y = _unary("relu_forward", x)
+        return super().relu_forward(x) if y is None else y
 
     def relu_backward(self, gy, y):
-        k = _kernels_for_pair("relu_backward", gy, "y", y)
-        if k is None:
-            return super().relu_backward(gy, y)
-        return _run_binary(k, k.relu_backward, gy, y)
+        gx = _binary("relu_backward", gy, "y", y)
+        return super().relu_backward(gy, y) if gx is None else gx
 
     def leaky_relu_forward(self, x, negative_slope):
-        k = _kernels(x)
-        if k is None:
-            return super().leaky_relu_forward(x, negative_slope)
-        return _run_unary(k, k.leaky_relu_forward, x, float(negative_slope))
+        y = _unary("leaky_relu_forward", x, float(negative_slope))
+        return super().leaky_relu_forward(x, negative_slope) if y is None else y
 
     def leaky_relu_backward(self, gy, x, negative_slope):
-        k = _kernels_for_pair("leaky_relu_backward", gy, "x", x)
-        if k is None:
-            return super().leaky_relu_backward(gy, x, negative_slope)
-        return _run_binary(k, k.leaky_relu_backward, gy, x, float(negative_slope))
+        gx = _binary("leaky_relu_backward", gy, "x", x, float(negative_slope))
+        return super().leaky_relu_backward(gy, x, negative_slope) if gx is None else gx
 
     def sigmoid_forward(self, x):
-        k = _kernels(x)
-        if k is None:
-            return super().sigmoid_forward(x)
-        return _run_unary(k, k.sigmoid_forward, x)
+        y = _unary("sigmoid_forward", x)
+        return super().sigmoid_forward(x) if y is None else y
 
     def sigmoid_backward(self, gy, y):
-        k = _kernels_for_pair("sigmoid_backward", gy, "y", y)
-        if k is None:
-            return super().sigmoid_backward(gy, y)
-        return _run_binary(k, k.sigmoid_backward, gy, y)
+        gx = _binary("sigmoid_backward", gy, "y", y)
+        return super().sigmoid_backward(gy, y) if gx is None else gx
 
     def tanh_forward(self, x):
-        k = _kernels(x)
-        if k is None:
-            return super().tanh_forward(x)
-        return _run_unary(k, k.tanh_forward, x)
+        y = _unary("tanh_forward", x)
+        return super().tanh_forward(x) if y is None else y
 
     def tanh_backward(self, gy, y):
-        k = _kernels_for_pair("tanh_backward", gy, "y", y)
-        if k is None:
-            return super().tanh_backward(gy, y)
-        return _run_binary(k, k.tanh_backward, gy, y)
+        gx = _binary("tanh_backward", gy, "y", y)
+        return super().tanh_backward(gy, y) if gx is None else gx
 
     def gelu_forward(self, x, approximate="none"):
-        form = _gelu_form("gelu_forward", approximate)
-        k = _kernels(x)
-        if k is None:
-            return super().gelu_forward(x, approximate)
-        return _run_unary(k, k.gelu_forward, x, form)
+        y = _unary("gelu_forward", x, _gelu_form("gelu_forward", approximate))
+        return super().gelu_forward(x, approximate) if y is None else y
 
     def gelu_backward(self, gy, x, approximate="none"):
-        form = _gelu_form("gelu_backward", approximate)
-        k = _kernels_for_pair("gelu_backward", gy, "x", x)
-        if k is None:
-            return super().gelu_backward(gy, x, approximate)
-        return _run_binary(k, k.gelu_backward, gy, x, form)
+        gx = _binary("gelu_backward", gy, "x", x, _gelu_form("gelu_backward", approximate))
+        return super().gelu_backward(gy, x, approximate) if gx is None else gx
 
     # -- normalization ----------------------------------------------------------
     # Each call checks and converts its per-channel (or per-row) arrays in one
