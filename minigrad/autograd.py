@@ -156,9 +156,9 @@ class Context:
     _output_meta: tuple = ()  # per output: (shape, dtype)
     _saved_versions: tuple = ()  # (version counter, value when saved) per saved input
 
-    def __init__(self, function: type[Function]) -> None:
+    def __init__(self, function: type[Function], needs_input_grad: tuple[bool, ...]) -> None:
         self.function = function
-        self.needs_input_grad: tuple[bool, ...] = ()
+        self.needs_input_grad = needs_input_grad
         self._saved: tuple | str = ()
 
     def save_for_backward(self, *arrays: Any) -> None:
@@ -235,7 +235,6 @@ class Function:
         # The hot path of every op: plain loops, no generators, no repeated
         # attribute look-ups; a graph node is recorded only if some input needs
         # a gradient.
-        ctx = Context(cls)
         grad_on = _local.grad_enabled  # is_grad_enabled(), inlined
         any_need = False
         arrays = []
@@ -249,7 +248,7 @@ class Function:
             else:
                 arrays.append(arg)
                 needs.append(False)
-        ctx.needs_input_grad = tuple(needs)
+        ctx = Context(cls, tuple(needs))
         anomaly = _anomaly["enabled"]
         if anomaly:
             ctx._stack = traceback.extract_stack()[:-1]
@@ -394,7 +393,7 @@ def _accumulate(tensor: Tensor, grad: np.ndarray) -> None:
 
 def _refs_when_unshared() -> int:
     """The reference count ``_unshared`` sees for an array that only
-    ``_backward_pass`` holds, measured through the same chain of calls, so the
+    ``run_backward`` holds, measured through the same chain of calls, so the
     interpreter's own conventions for counting do not matter."""
 
     def accumulate(tensor: Any, grad: np.ndarray) -> int:
@@ -425,7 +424,7 @@ def _unshared(grad: np.ndarray) -> bool:
     """Whether only the backward pass refers to ``grad``: it owns its memory (or
     is a reshape of a whole array nobody else refers to), is writable and
     C-contiguous, and its reference count is that of an array held by
-    ``_backward_pass`` alone (plus the pool's reference when the pool made it)."""
+    ``run_backward`` alone (plus the pool's reference when the pool made it)."""
     if type(grad) is not np.ndarray:
         return False
     base = grad.base
@@ -437,10 +436,8 @@ def _unshared(grad: np.ndarray) -> bool:
         if sys.getrefcount(base) > _REFS_OF_RESHAPED + pool.POOL.holds(base):
             return False
         del base
-    flags = grad.flags
-    if not (flags.writeable and flags.c_contiguous and flags.aligned):
+    if not grad.flags.carray:  # writeable, aligned and C-contiguous
         return False
-    del flags  # a flags object refers to its array
     return sys.getrefcount(grad) <= _REFS_WHEN_UNSHARED + pool.POOL.holds(grad)
 
 
@@ -454,10 +451,6 @@ def run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool = False) -> 
     (sqrt's at 0, say) is a value here, as in PyTorch, not a fault in code the
     user wrote. ``detect_anomaly`` is the tool that reports where one arose.
     """
-    _backward_pass(root, grad, retain_graph)
-
-
-def _backward_pass(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
     if root.grad_fn is None:
         _accumulate(root, _run_hooks(root._hooks, grad))
         return

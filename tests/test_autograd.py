@@ -25,6 +25,19 @@ def test_leaf_and_graph_attributes():
     assert not (z * 2).requires_grad and (z * 2).grad_fn is None
 
 
+def test_wrapped_tensor_sets_every_slot_as_the_constructor_does():
+    # Tensor._wrap sets the slots itself instead of calling _init: the two must
+    # not drift apart when a slot is added.
+    from minigrad.tensor import Tensor
+
+    array = np.zeros(3, np.float32)
+    built, wrapped = Tensor(array), Tensor._wrap(array)
+    for slot in Tensor.__slots__:
+        if slot != "__weakref__":
+            assert type(getattr(wrapped, slot)) is type(getattr(built, slot)), slot
+    assert wrapped._version == built._version and wrapped._version is not built._version
+
+
 def test_gradients_accumulate_until_zeroed():
     x = leaf()
     (x * 3).sum().backward()

@@ -66,9 +66,10 @@ def _optional_tensor(fn: str, name: str, value: Any) -> Tensor | None:
 
 
 def _number(fn: str, name: str, value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{fn}: argument '{name}' must be a number, got {type(value).__name__}")
-    value = float(value)
+    if type(value) is not float:  # a float, the usual case, needs no conversion
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{fn}: argument '{name}' must be a number, got {type(value).__name__}")
+        value = float(value)
     if not lo <= value <= hi:
         raise ValueError(f"{fn}: argument '{name}' must be in [{lo}, {hi}], got {value}")
     return value
