@@ -186,18 +186,22 @@ class Tensor:
         )
 
     def numpy(self) -> np.ndarray:
-        """The array itself (no copy)."""
+        """An array sharing the tensor's memory (no copy).
+
+        It is a view, a new array object each call as in PyTorch, so changing
+        its flags (making it read-only, say) leaves the tensor as it was; an
+        op's output may be a pooled buffer that a later op receives."""
         if self._requires_grad:
             raise RuntimeError(
                 "numpy() on a tensor that requires grad would let changes bypass autograd; "
                 "use tensor.detach().numpy()"
             )
-        return self._data
+        return self._data.view()
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         if dtype is not None and dtype != self._data.dtype:
             return self._data.astype(dtype)
-        return self._data.copy() if copy else self._data
+        return self._data.copy() if copy else self._data.view()
 
     def item(self) -> Scalar:
         if self._data.size != 1:

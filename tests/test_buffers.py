@@ -92,7 +92,7 @@ def test_leaf_takes_an_unshared_gradient_without_a_copy():
     x = mg.randn(*BIG, requires_grad=True)
     _Passthrough.made.clear()
     _Passthrough.apply(x).backward(mg.ones(*BIG))
-    assert x.grad.numpy() is _Passthrough.made[0]()
+    assert x.grad.numpy().base is _Passthrough.made[0]()  # a view of that very array
     np.testing.assert_array_equal(x.grad.numpy(), 2)
 
 
@@ -224,3 +224,19 @@ def test_two_views_of_one_array_are_not_shared_between_leaves():
     b = mg.randn(*BIG, requires_grad=True)
     _TwoViews.apply(a, b).backward(mg.ones(*BIG))
     assert not np.shares_memory(a.grad.numpy(), b.grad.numpy())
+
+
+def test_an_array_made_read_only_by_its_user_comes_back_writable():
+    # numpy() hands out a view, so flags a user sets stay on the view and never
+    # reach the pooled buffer that a later op's output reuses.
+    x = mg.randn(*BIG)
+    y = x.relu()
+    view = y.numpy()
+    view.flags.writeable = False
+    address = view.ctypes.data
+    del y, view
+    z = x.relu()
+    assert z.numpy().ctypes.data == address  # the same buffer, reused
+    assert z._data.flags.writeable and z.numpy().flags.writeable
+    z.add_(1.0)
+
