@@ -240,3 +240,25 @@ def test_an_array_made_read_only_by_its_user_comes_back_writable():
     assert z._data.flags.writeable and z.numpy().flags.writeable
     z.add_(1.0)
 
+
+def test_pool_keeps_a_pointer_with_each_array_and_forgets_both_together():
+    pool = ArrayPool(1 << 30)
+    pool.make_pointer = lambda a: ("pointer to", a.ctypes.data)
+    a = pool.empty(BIG, F32)
+    key, address = id(a), a.ctypes.data
+    assert pool.pointers[key] == ("pointer to", address)
+    assert pool.empty((4, 4), F32).ctypes.data not in [p[1] for p in pool.pointers.values()]
+    del a
+    pool.release_unused()
+    assert key not in pool.pointers and not pool.holds(pool.empty((8, 8), F32))
+
+
+def test_c_backend_pointer_for_a_pooled_output_is_its_address():
+    c = pytest.importorskip("minigrad.backend.c")
+    previous = mg.get_backend()
+    mg.set_backend("c")
+    try:
+        y = mg.randn(*BIG).relu()._data
+    finally:
+        mg.set_backend(previous)
+    assert int(c.ffi.cast("uintptr_t", c._POOLED[id(y)])) == y.ctypes.data

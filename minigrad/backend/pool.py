@@ -7,6 +7,12 @@ page of them every step. The pool keeps those arrays instead. One is free for
 reuse when nothing but the pool refers to it: a Tensor wrapping it, a view of
 it, a value saved for backward, a name in user code, each holds a reference,
 and the reference count says so. Process-wide malloc settings stay untouched.
+
+The pool also keeps, for each of its arrays, a C pointer to the array's data
+when the C backend has set ``make_pointer``: it is made once, when the array
+is, and forgotten when the array is, so the backend can pass it to C for as
+long as the pool holds the array instead of asking NumPy's buffer protocol
+for it on every call.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from math import prod
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +47,10 @@ class ArrayPool:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._arrays: dict[tuple, list[np.ndarray]] = {}
-        self._ids: set[int] = set()
+        # id of every array the pool holds -> its C pointer, or None. The pool
+        # refers to the array, so no other object can have that id meanwhile.
+        self.pointers: dict[int, Any] = {}
+        self.make_pointer: Callable[[np.ndarray], Any] | None = None
         self._unused = _refs_of_unused()
 
     def empty(self, shape: tuple, dtype: np.dtype) -> np.ndarray:
@@ -62,13 +73,13 @@ class ArrayPool:
             if self.bytes + nbytes > self.max_bytes:
                 return a  # over budget: an ordinary array, freed as usual
         arrays.append(a)
-        self._ids.add(id(a))
+        self.pointers[id(a)] = None if self.make_pointer is None else self.make_pointer(a)
         self.bytes += nbytes
         return a
 
     def holds(self, array: np.ndarray) -> bool:
         """Whether ``array`` is one of the pool's (the pool's list refers to it)."""
-        return id(array) in self._ids
+        return id(array) in self.pointers
 
     def release_unused(self) -> None:
         """Give every array nobody uses back to malloc."""
@@ -76,7 +87,7 @@ class ArrayPool:
             kept = []
             for a in arrays:
                 if sys.getrefcount(a) <= self._unused:
-                    self._ids.discard(id(a))
+                    del self.pointers[id(a)]
                     self.bytes -= a.nbytes
                 else:
                     kept.append(a)
