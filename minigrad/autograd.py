@@ -513,7 +513,9 @@ def _propagate(root: Tensor, grad: np.ndarray, retain_graph: bool) -> dict:
     return leaf_grads
 
 
-def _backward_node(node: Context, output_grads: list, retain_graph: bool) -> tuple:
+def _output_grads(node: Context, output_grads: list) -> None:
+    """Zeros for the outputs no gradient reached; then the outputs' hooks and
+    retained grads see their gradients."""
     hooks, retained = node._hooks, node._retained
     for nr, g in enumerate(output_grads):
         if g is None:
@@ -525,17 +527,24 @@ def _backward_node(node: Context, output_grads: list, retain_graph: bool) -> tup
             if kept is not None:
                 _accumulate(kept, g)
 
+
+def _backward_node(node: Context, output_grads: list, retain_graph: bool) -> tuple:
+    """Run one node's backward; return one gradient (or None) per input."""
+    # With one output, its gradient is there (the node would not be pending
+    # otherwise), so only hooks and retained grads need _output_grads.
+    if len(output_grads) > 1 or node._hooks or node._retained:
+        _output_grads(node, output_grads)
     grads = node.function.backward(node, *output_grads)
     if not isinstance(grads, tuple):
         grads = (grads,)
-    if len(grads) > len(node._edges):
+    input_meta = node._input_meta
+    if len(grads) > len(input_meta):
         raise RuntimeError(
             f"{node.name()} returned {len(grads)} gradients but its forward took "
-            f"{len(node._edges)} arguments"
+            f"{len(input_meta)} arguments"
         )
     checked = []
     # a Function may return fewer gradients than inputs: the rest are None
-    input_meta = node._input_meta
     for i, g in enumerate(grads):
         meta = input_meta[i]
         if g is None or meta is None:
