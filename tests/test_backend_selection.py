@@ -159,3 +159,21 @@ def test_op_path_splits_a_step_into_python_and_kernels():
     # and the backend calls its own kernels again afterwards
     assert kernels == cbackend._KERNELS
     assert {dtype: dict(table) for dtype, table in cbackend._FUSED.items()} == fused
+
+
+def test_op_instructions_runs_a_step_with_the_kernels_stubbed():
+    from minigrad.bench_command import BENCH_DIR
+
+    script = BENCH_DIR / "op_instructions.py"
+    if not script.exists():
+        pytest.skip("bench/ is part of the source checkout only")
+    if "c" not in mg.backend._BACKENDS:
+        pytest.skip("the C backend is not built")
+    # the inner mode, as valgrind runs it: a fresh process, since it stubs the kernels
+    out = subprocess.run(
+        [sys.executable, str(script), "--inner", "leaky_relu", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
