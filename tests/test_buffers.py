@@ -262,3 +262,20 @@ def test_c_backend_pointer_for_a_pooled_output_is_its_address():
     finally:
         mg.set_backend(previous)
     assert int(c.ffi.cast("uintptr_t", c._POOLED[id(y)])) == y.ctypes.data
+
+
+def test_pool_keeps_an_array_it_made_room_for():
+    # Making room releases unused arrays and drops the lists it empties; the new
+    # array must still land in the pool's list, or it could never be reused and
+    # the pool would keep a pointer for an array it no longer holds.
+    nbytes = BIG[0] * BIG[1] * F32.itemsize
+    pool = ArrayPool(2 * nbytes)
+    pool.empty(BIG, F32)  # dropped at once: unused, still pooled
+    held = pool.empty((BIG[0] * 2, BIG[1] // 2), F32)
+    made = pool.empty((BIG[0] // 2, BIG[1] * 2), F32)  # over budget until the first goes
+    address = made.ctypes.data
+    del made
+    again = pool.empty((BIG[0] // 2, BIG[1] * 2), F32)
+    assert again.ctypes.data == address and pool.holds(again)
+    assert pool.bytes == 2 * nbytes and len(pool.pointers) == 2
+    del held

@@ -65,14 +65,13 @@ class ArrayPool:
         nbytes = prod(shape) * dtype.itemsize
         if nbytes < MIN_BYTES:
             return np.empty(shape, dtype)
-        if arrays is None:
-            arrays = self._arrays[key] = []
         a = np.empty(shape, dtype)
         if self.bytes + nbytes > self.max_bytes:
             self.release_unused()
             if self.bytes + nbytes > self.max_bytes:
                 return a  # over budget: an ordinary array, freed as usual
-        arrays.append(a)
+        # looked up again: release_unused drops the lists it empties
+        self._arrays.setdefault(key, []).append(a)
         self.pointers[id(a)] = None if self.make_pointer is None else self.make_pointer(a)
         self.bytes += nbytes
         return a
