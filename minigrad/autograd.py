@@ -156,7 +156,7 @@ class Context:
     _output_meta: tuple = ()  # per output: (shape, dtype)
     _saved_versions: tuple = ()  # (version counter, value when saved) per saved input
 
-    def __init__(self, function: type[Function], needs_input_grad: tuple[bool, ...]) -> None:
+    def __init__(self, function: type[Function], needs_input_grad: tuple[bool, ...] = ()) -> None:
         self.function = function
         self.needs_input_grad = needs_input_grad
         self._saved: tuple | str = ()
@@ -513,7 +513,7 @@ def _propagate(root: Tensor, grad: np.ndarray, retain_graph: bool) -> dict:
     return leaf_grads
 
 
-def _output_grads(node: Context, output_grads: list) -> None:
+def _prepare_output_grads(node: Context, output_grads: list) -> None:
     """Zeros for the outputs no gradient reached; then the outputs' hooks and
     retained grads see their gradients."""
     hooks, retained = node._hooks, node._retained
@@ -531,9 +531,9 @@ def _output_grads(node: Context, output_grads: list) -> None:
 def _backward_node(node: Context, output_grads: list, retain_graph: bool) -> tuple:
     """Run one node's backward; return one gradient (or None) per input."""
     # With one output, its gradient is there (the node would not be pending
-    # otherwise), so only hooks and retained grads need _output_grads.
+    # otherwise), so only hooks and retained grads need _prepare_output_grads.
     if len(output_grads) > 1 or node._hooks or node._retained:
-        _output_grads(node, output_grads)
+        _prepare_output_grads(node, output_grads)
     grads = node.function.backward(node, *output_grads)
     if not isinstance(grads, tuple):
         grads = (grads,)
